@@ -1,0 +1,70 @@
+package rrj.engine;
+
+/**
+ * The operations a BERT encoder needs, implemented once per device (ggml's backend table,
+ * candle's device enum). {@code Bert.forward} calls only these, so the same forward pass runs
+ * on every backend.
+ *
+ * <p>Conventions: every matrix is row-major fp32; activations are packed token rows
+ * ({@link Batch}), {@code N} rows of width {@code C}. Linear weights use PyTorch's
+ * {@code [out, in]} layout. Tensors passed as activations must come from {@link #allocate};
+ * weights must have gone through {@link #weight} once.
+ *
+ * <p>Legend: N token rows, B sequences, C hidden, H heads, D = C/H, F FFN width, R LoRA rank.
+ */
+public interface Backend extends AutoCloseable {
+
+    /** Short name as given to {@code --backend}: "ref", "cpu", "cuda". */
+    String name();
+
+    /** One line for the log: backend, vector width, threads. */
+    String describe();
+
+    /** Makes a weight resident for this backend (fp32; converted from fp16/bf16 storage if needed). */
+    Tensor weight(Tensor hostWeight);
+
+    /** A zeroed fp32 activation buffer of the given shape, owned by this backend. */
+    Tensor allocate(long... shape);
+
+    /** Copies {@code n} floats from the activation {@code src} (from offset {@code srcOffset}) into {@code dst}. */
+    void read(Tensor src, long srcOffset, float[] dst, int dstOffset, int n);
+
+    /** Copies host floats into the activation {@code dst} at {@code dstOffset}. */
+    void write(float[] src, int srcOffset, Tensor dst, long dstOffset, int n);
+
+    /**
+     * Embeddings: {@code out[i] = LayerNorm(word[ids[i]] + pos[positions[i]] + type[types[i]])}
+     * for the first {@code batch.tokens} rows. out: [N, C].
+     */
+    void embed(Tensor out, int[] ids, int[] positions, int[] types, Batch batch,
+               Tensor word, Tensor pos, Tensor type, Tensor gamma, Tensor beta, float eps);
+
+    /**
+     * {@code y[rows, out] = x[rows, in]·Wᵀ + bias (+ LoRA segments) (then GELU if gelu)}.
+     * {@code bias} and {@code lora} may be null. With LoRA the adapter term joins the base
+     * product before the optional activation.
+     */
+    void linear(Tensor y, Tensor x, int rows, Tensor w, Tensor bias, Lora lora, boolean gelu);
+
+    /**
+     * Bidirectional multi-head attention per sequence of the batch:
+     * {@code out = softmax(q·kᵀ/√D)·v} per head, where q, k, v, out are [N, C] with heads laid
+     * side by side (head h = columns [h·D, (h+1)·D)). No cross-sequence attention, no mask
+     * beyond the sequence bounds.
+     */
+    void attention(Tensor out, Tensor q, Tensor k, Tensor v, Batch batch, int heads);
+
+    /** {@code out[i] = LayerNorm(x[i] + residual[i])} over rows of width C; out may alias residual. */
+    void addLayerNorm(Tensor out, Tensor x, Tensor residual, int rows, Tensor gamma, Tensor beta, float eps);
+
+    /** Pools token rows into one row per sequence. out: [B, C]. */
+    void pool(Tensor out, Tensor hidden, Batch batch, Pooling mode);
+
+    /** Divides each of the first {@code rows} rows by its L2 norm (rows of norm 0 stay 0). */
+    void l2Normalize(Tensor x, int rows);
+
+    @Override
+    default void close() {}
+
+    enum Pooling { MEAN, CLS }
+}

@@ -1,0 +1,204 @@
+package rrj.engine;
+
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.Test;
+
+import java.util.Random;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** Every CpuBackend op against ReferenceBackend on awkward shapes: tails, length-1 sequences, odd sizes. */
+class KernelParityTest {
+    static final Backend REF = new ReferenceBackend();
+    static final Backend CPU = Backends.create("cpu", 2);
+    static final Backend CPU1 = Backends.create("cpu", 1);
+
+    @AfterAll
+    static void close() { CPU.close(); CPU1.close(); }
+
+    static Tensor rand(Random r, float scale, long... shape) {
+        Tensor t = Tensor.allocate(null, shape);
+        for (long i = 0; i < t.numel(); i++) t.setFloat(i, (float) (r.nextGaussian() * scale));
+        return t;
+    }
+
+    static Tensor copyTo(Backend b, Tensor t) {
+        Tensor x = b.allocate(t.shape());
+        b.write(t.toFloatArray(), 0, x, 0, (int) t.numel());
+        return x;
+    }
+
+    static float[] rows(Backend b, Tensor t, int rows) {
+        int c = (int) (t.numel() / t.dim(0));
+        float[] out = new float[rows * c];
+        b.read(t, 0, out, 0, rows * c);
+        return out;
+    }
+
+    @Test
+    void linearMatchesReferenceOnOddShapes() {
+        Random r = new Random(1);
+        int[][] shapes = {{1, 1, 1}, {1, 7, 3}, {2, 9, 5}, {3, 8, 4}, {5, 17, 13}, {7, 64, 66}, {16, 384, 384}, {13, 100, 129}, {31, 768, 67}};
+        for (int[] s : shapes) {
+            int m = s[0], in = s[1], out = s[2];
+            Tensor x = rand(r, 1, m, in), w = rand(r, 0.2f, out, in), b = rand(r, 1, out);
+            for (boolean gelu : new boolean[]{false, true}) {
+                for (Tensor bias : new Tensor[]{null, b}) {
+                    float[] ref = runLinear(REF, x, w, bias, m, out, gelu, null);
+                    for (Backend cpu : new Backend[]{CPU, CPU1})
+                        Check.close("linear " + m + "x" + in + "x" + out + " gelu=" + gelu + " bias=" + (bias != null) + " " + cpu.describe(),
+                                runLinear(cpu, x, w, bias, m, out, gelu, null), ref, 1e-5, 1e-4);
+                }
+            }
+        }
+    }
+
+    @Test
+    void linearWithLoraSegmentsMatchesReference() {
+        Random r = new Random(2);
+        int m = 11, in = 40, out = 24;
+        Tensor x = rand(r, 1, m, in), w = rand(r, 0.2f, out, in), b = rand(r, 1, out);
+        Lora lora = new Lora(1);
+        lora.add(0, 3, rand(r, 0.3f, 1, in), rand(r, 0.3f, out, 1), 4f);    // rank 1
+        lora.add(5, 9, rand(r, 0.3f, 8, in), rand(r, 0.3f, out, 8), 2f);    // rank 8, rows 3-4 and 9-10 without LoRA
+        lora.add(9, 10, rand(r, 0.1f, 64, in), rand(r, 0.1f, out, 64), 0.5f); // rank 64
+        float[] ref = runLinear(REF, x, w, b, m, out, false, lora);
+        Check.close("lora linear", runLinear(CPU, x, w, b, m, out, false, lora), ref, 1e-5, 1e-4);
+        // the reference itself against a literal W·x + b + s·B·(A·x) in double
+        float[] xs = x.toFloatArray(), ws = w.toFloatArray(), bs = b.toFloatArray();
+        for (int i = 0; i < m; i++) {
+            for (int o = 0; o < out; o++) {
+                double s = bs[o];
+                for (int j = 0; j < in; j++) s += (double) ws[o * in + j] * xs[i * in + j];
+                for (int g = 0; g < lora.count; g++) {
+                    if (i < lora.rowStart[g] || i >= lora.rowEnd[g]) continue;
+                    float[] a = lora.a[g].toFloatArray(), bb = lora.b[g].toFloatArray();
+                    int rank = (int) lora.a[g].dim(0);
+                    for (int k = 0; k < rank; k++) {
+                        double ax = 0;
+                        for (int j = 0; j < in; j++) ax += (double) a[k * in + j] * xs[i * in + j];
+                        s += lora.scale[g] * bb[o * rank + k] * ax;
+                    }
+                }
+                assertEquals(s, ref[i * out + o], 1e-4 * (1 + Math.abs(s)), "row " + i + " col " + o);
+            }
+        }
+    }
+
+    static float[] runLinear(Backend be, Tensor x, Tensor w, Tensor bias, int m, int out, boolean gelu, Lora lora) {
+        Tensor y = be.allocate(m, out);
+        be.linear(y, copyTo(be, x), m, be.weight(w), bias == null ? null : be.weight(bias), lora, gelu);
+        return rows(be, y, m);
+    }
+
+    @Test
+    void attentionMatchesReference() {
+        Random r = new Random(3);
+        int[][] layouts = {{1}, {1, 1, 1}, {5}, {3, 1, 17, 2}, {64, 9}, {130}};
+        for (int heads : new int[]{1, 2, 12}) {
+            int d = heads == 12 ? 32 : 7; // D = 32 vector-aligned, D = 7 all tail
+            int c = heads * d;
+            for (int[] lens : layouts) {
+                Batch batch = new Batch(lens.length).set(lens, lens.length);
+                int n = batch.tokens;
+                Tensor q = rand(r, 1, n, c), k = rand(r, 1, n, c), v = rand(r, 1, n, c);
+                float[] ref = runAttention(REF, q, k, v, batch, heads);
+                Check.close("attention heads=" + heads + " lens=" + java.util.Arrays.toString(lens),
+                        runAttention(CPU, q, k, v, batch, heads), ref, 1e-5, 1e-4);
+            }
+        }
+    }
+
+    static float[] runAttention(Backend be, Tensor q, Tensor k, Tensor v, Batch batch, int heads) {
+        Tensor out = be.allocate(q.shape());
+        be.attention(out, copyTo(be, q), copyTo(be, k), copyTo(be, v), batch, heads);
+        return rows(be, out, batch.tokens);
+    }
+
+    @Test
+    void rowOpsMatchReference() {
+        Random r = new Random(4);
+        for (int c : new int[]{1, 3, 8, 37, 384, 768}) {
+            int[] lens = {1, 4, 2, 9};
+            Batch batch = new Batch(4).set(lens, 4);
+            int n = batch.tokens;
+            Tensor x = rand(r, 2, n, c), res = rand(r, 2, n, c), g = rand(r, 1, c), b = rand(r, 1, c);
+            float[] ref = null;
+            for (Backend be : new Backend[]{REF, CPU}) {
+                Tensor out = be.allocate(n, c);
+                be.addLayerNorm(out, copyTo(be, x), copyTo(be, res), n, be.weight(g), be.weight(b), 1e-12f);
+                float[] got = rows(be, out, n);
+                if (be == REF) ref = got; else Check.close("addLayerNorm c=" + c, got, ref, 1e-5, 1e-4);
+            }
+            // in place on the residual, as Bert.forward uses it
+            Tensor out = CPU.allocate(n, c);
+            Tensor resCopy = copyTo(CPU, res);
+            CPU.addLayerNorm(resCopy, copyTo(CPU, x), resCopy, n, CPU.weight(g), CPU.weight(b), 1e-12f);
+            Check.close("addLayerNorm in place c=" + c, rows(CPU, resCopy, n), ref, 1e-5, 1e-4);
+
+            for (Backend.Pooling mode : Backend.Pooling.values()) {
+                float[] pr = null;
+                for (Backend be : new Backend[]{REF, CPU}) {
+                    Tensor p = be.allocate(4, c);
+                    be.pool(p, copyTo(be, x), batch, mode);
+                    float[] got = rows(be, p, 4);
+                    if (be == REF) pr = got; else Check.close("pool " + mode + " c=" + c, got, pr, 1e-5, 1e-5);
+                }
+            }
+            float[] nr = null;
+            for (Backend be : new Backend[]{REF, CPU}) {
+                Tensor p = copyTo(be, x);
+                be.l2Normalize(p, n);
+                float[] got = rows(be, p, n);
+                if (be == REF) nr = got; else Check.close("l2 c=" + c, got, nr, 1e-6, 1e-5);
+            }
+            out.numel();
+        }
+    }
+
+    @Test
+    void embedMatchesReference() {
+        Random r = new Random(5);
+        int vocab = 50, c = 20, maxPos = 16;
+        Tensor word = rand(r, 1, vocab, c), pos = rand(r, 1, maxPos, c), type = rand(r, 1, 2, c), g = rand(r, 1, c), b = rand(r, 1, c);
+        int[] lens = {3, 1, 5};
+        Batch batch = new Batch(3).set(lens, 3);
+        int[] ids = new int[9], positions = new int[9], types = new int[9];
+        for (int i = 0; i < 9; i++) ids[i] = r.nextInt(vocab);
+        for (int s = 0, p = 0; s < 3; s++) for (int i = 0; i < lens[s]; i++) positions[p++] = i;
+        float[] ref = null;
+        for (Backend be : new Backend[]{REF, CPU}) {
+            Tensor out = be.allocate(9, c);
+            be.embed(out, ids, positions, types, batch, be.weight(word), be.weight(pos), be.weight(type), be.weight(g), be.weight(b), 1e-12f);
+            float[] got = rows(be, out, 9);
+            if (be == REF) ref = got; else Check.close("embed", got, ref, 1e-5, 1e-4);
+        }
+    }
+
+    @Test
+    void erfAndGelu() {
+        // erf against known values (Abramowitz & Stegun table 7.1)
+        assertEquals(0.5204998778130465, Erf.erf(0.5), 1e-13);
+        assertEquals(0.8427007929497149, Erf.erf(1.0), 1e-13);
+        assertEquals(0.9953222650189527, Erf.erf(2.0), 1e-13);
+        assertEquals(0.9999779095030014, Erf.erf(3.0), 1e-13);
+        assertEquals(0.9999999845827421, Erf.erf(4.0), 1e-13);
+        assertEquals(-0.8427007929497149, Erf.erf(-1.0), 1e-13);
+        double worst = 0;
+        for (int i = -6000; i <= 6000; i++) {
+            float x = i / 1000f;
+            worst = Math.max(worst, Math.abs(Erf.erfFast(x) - Erf.erf(x)));
+        }
+        assertTrue(worst < 5e-7, "fast erf max error " + worst); // float evaluation of a 1e-7 approximation
+    }
+
+    @Test
+    void unknownBackendIsAnError() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Backends.create("tpu", 1));
+        assertTrue(e.getMessage().contains("unknown backend 'tpu'"), e.getMessage());
+        Backends.UnavailableException u = assertThrows(Backends.UnavailableException.class, () -> Backends.create("cuda", 1));
+        assertTrue(u.getMessage().contains("cuda"), u.getMessage());
+    }
+}

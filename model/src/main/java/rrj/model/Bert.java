@@ -1,0 +1,194 @@
+package rrj.model;
+
+import rrj.engine.Backend;
+import rrj.engine.Batch;
+import rrj.engine.Lora;
+import rrj.engine.Tensor;
+
+import java.util.Arrays;
+import java.util.Map;
+
+/**
+ * The BERT encoder (HF modeling_bert.py's BertModel without the pooler), as one forward pass
+ * over named backend ops on flat buffers — llm.c's gpt2_forward, for an encoder.
+ *
+ * <p>Legend: B sequences, N = Σ lengths packed token rows (no padding anywhere), C hidden,
+ * H heads, D = C/H, F FFN width, R LoRA rank, L layers.
+ *
+ * <p>Easy to get wrong, and done as HF does: LayerNorm comes AFTER each residual add
+ * (post-LN); GELU is the exact erf form; attention is bidirectional and sees only the tokens
+ * of its own sequence (the padding mask, without the padding); mean pooling averages every
+ * token of the sequence, [CLS] and [SEP] included.
+ *
+ * <p>Activations are allocated once for a maximum of {@code capacity} token rows and reused;
+ * a larger batch grows them once. Not thread-safe: one forward pass at a time.
+ */
+public final class Bert {
+
+    /** One encoder layer's weights; HF names relative to {@code encoder.layer.N.}. */
+    public record Layer(
+            Tensor wq, Tensor bq,     // attention.self.query.{weight [C,C], bias [C]}
+            Tensor wk, Tensor bk,     // attention.self.key
+            Tensor wv, Tensor bv,     // attention.self.value
+            Tensor wo, Tensor bo,     // attention.output.dense [C,C]
+            Tensor ln1g, Tensor ln1b, // attention.output.LayerNorm [C]
+            Tensor wi, Tensor bi,     // intermediate.dense [F,C]
+            Tensor wf, Tensor bf,     // output.dense [C,F]
+            Tensor ln2g, Tensor ln2b  // output.LayerNorm [C]
+    ) {}
+
+    /** All weights; HF names for a bare BertModel (no {@code bert.} prefix). */
+    public record Weights(
+            Tensor wordEmb,   // embeddings.word_embeddings.weight [V,C]
+            Tensor posEmb,    // embeddings.position_embeddings.weight [P,C]
+            Tensor typeEmb,   // embeddings.token_type_embeddings.weight [T,C]
+            Tensor embLnG,    // embeddings.LayerNorm.weight [C]
+            Tensor embLnB,    // embeddings.LayerNorm.bias [C]
+            Layer[] layers) {}
+
+    /** LoRA targets: the HF module names of a BERT layer that {@link Backend#linear} can adapt. */
+    public enum Target {
+        QUERY("attention.self.query"), KEY("attention.self.key"), VALUE("attention.self.value"),
+        ATTENTION_OUTPUT("attention.output.dense"), INTERMEDIATE("intermediate.dense"), OUTPUT("output.dense");
+
+        public final String module;
+
+        Target(String module) { this.module = module; }
+    }
+
+    public final BertConfig config;
+    public final Weights weights;
+    private final Backend backend;
+
+    // activations, [capacity, ·]
+    private int capacity;
+    private Tensor h;    // [N, C] hidden state, layer input and output
+    private Tensor h1;   // [N, C] after attention + LayerNorm
+    private Tensor q, k, v, ctx; // [N, C]
+    private Tensor tmp;  // [N, C] attention output dense / FFN output before the residual
+    private Tensor ff;   // [N, F] FFN hidden after GELU
+    private Tensor pooled; // [B ≤ N, C]
+    private int[] positions = new int[0], types = new int[0];
+
+    public Bert(BertConfig config, Weights weights, Backend backend) {
+        this.config = config;
+        this.weights = weights;
+        this.backend = backend;
+    }
+
+    /** Loads and checks every weight from a safetensors file, making each resident on the backend. */
+    public static Bert load(BertConfig c, Safetensors.File file, Backend backend) {
+        Map<String, Tensor> t = file.tensors();
+        String where = file.path().toString();
+        int C = c.hiddenSize(), F = c.intermediateSize();
+        Layer[] layers = new Layer[c.numLayers()];
+        for (int l = 0; l < layers.length; l++) {
+            String p = "encoder.layer." + l + ".";
+            layers[l] = new Layer(
+                    w(t, where, backend, p + "attention.self.query.weight", C, C), w(t, where, backend, p + "attention.self.query.bias", C),
+                    w(t, where, backend, p + "attention.self.key.weight", C, C), w(t, where, backend, p + "attention.self.key.bias", C),
+                    w(t, where, backend, p + "attention.self.value.weight", C, C), w(t, where, backend, p + "attention.self.value.bias", C),
+                    w(t, where, backend, p + "attention.output.dense.weight", C, C), w(t, where, backend, p + "attention.output.dense.bias", C),
+                    w(t, where, backend, p + "attention.output.LayerNorm.weight", C), w(t, where, backend, p + "attention.output.LayerNorm.bias", C),
+                    w(t, where, backend, p + "intermediate.dense.weight", F, C), w(t, where, backend, p + "intermediate.dense.bias", F),
+                    w(t, where, backend, p + "output.dense.weight", C, F), w(t, where, backend, p + "output.dense.bias", C),
+                    w(t, where, backend, p + "output.LayerNorm.weight", C), w(t, where, backend, p + "output.LayerNorm.bias", C));
+        }
+        if (t.containsKey("encoder.layer." + layers.length + ".attention.self.query.weight"))
+            throw new Safetensors.FormatException(where + ": has more layers than num_hidden_layers=" + layers.length);
+        Weights ws = new Weights(
+                w(t, where, backend, "embeddings.word_embeddings.weight", c.vocabSize(), C),
+                w(t, where, backend, "embeddings.position_embeddings.weight", c.maxPositionEmbeddings(), C),
+                w(t, where, backend, "embeddings.token_type_embeddings.weight", c.typeVocabSize(), C),
+                w(t, where, backend, "embeddings.LayerNorm.weight", C),
+                w(t, where, backend, "embeddings.LayerNorm.bias", C),
+                layers);
+        return new Bert(c, ws, backend);
+    }
+
+    /** Checks names and shapes of every weight against the config without loading anything. */
+    public static void check(BertConfig c, Safetensors.File file) {
+        load(c, file, null);
+    }
+
+    private static Tensor w(Map<String, Tensor> t, String where, Backend backend, String name, long... shape) {
+        Tensor x = t.get(name);
+        if (x == null) throw new Safetensors.FormatException(where + ": missing tensor '" + name + "'");
+        if (!Arrays.equals(x.shape(), shape))
+            throw new Safetensors.FormatException(where + ": tensor '" + name + "' has shape " + Arrays.toString(x.shape())
+                    + ", config.json implies " + Arrays.toString(shape));
+        return backend == null ? x : backend.weight(x);
+    }
+
+    public Backend backend() { return backend; }
+
+    private void ensureCapacity(int tokens) {
+        if (tokens <= capacity) return;
+        int n = Math.max(tokens, 64);
+        int C = config.hiddenSize(), F = config.intermediateSize();
+        h = backend.allocate(n, C); h1 = backend.allocate(n, C);
+        q = backend.allocate(n, C); k = backend.allocate(n, C); v = backend.allocate(n, C);
+        ctx = backend.allocate(n, C); tmp = backend.allocate(n, C);
+        ff = backend.allocate(n, F);
+        pooled = backend.allocate(n, C);
+        positions = new int[n];
+        types = new int[n];
+        capacity = n;
+    }
+
+    /** Reserves activations for batches of up to {@code tokens} packed rows. */
+    public void reserve(int tokens) { ensureCapacity(tokens); }
+
+    /**
+     * The encoder over a packed batch: {@code ids} holds the B sequences back to back as laid
+     * out by {@code batch}. Returns the last hidden state [N, C] (valid until the next call).
+     *
+     * @param lora per layer and {@link Target} ordinal, the LoRA segments to apply, or null
+     */
+    public Tensor forward(int[] ids, Batch batch, Lora[][] lora) {
+        BertConfig c = config;
+        int n = batch.tokens;
+        ensureCapacity(n);
+        for (int b = 0; b < batch.size; b++) {
+            int len = batch.length(b);
+            if (len > c.maxPositionEmbeddings())
+                throw new IllegalArgumentException("sequence " + b + " has " + len + " tokens, more than max_position_embeddings "
+                        + c.maxPositionEmbeddings());
+            for (int i = 0; i < len; i++) positions[batch.start[b] + i] = i;
+        }
+        for (int i = 0; i < n; i++) {
+            if (ids[i] < 0 || ids[i] >= c.vocabSize())
+                throw new IllegalArgumentException("token id " + ids[i] + " at position " + i + " is outside the vocabulary (" + c.vocabSize() + ")");
+        }
+        float eps = (float) c.layerNormEps();
+        Weights W = weights;
+        // embeddings: word + position + token type (all 0: single-segment inputs), then LayerNorm
+        backend.embed(h, ids, positions, types, batch, W.wordEmb(), W.posEmb(), W.typeEmb(), W.embLnG(), W.embLnB(), eps);
+        for (int l = 0; l < c.numLayers(); l++) {
+            Layer L = W.layers()[l];
+            Lora[] ad = lora == null ? null : lora[l];
+            // self-attention: Q, K, V projections (LoRA targets "query", "key", "value")
+            backend.linear(q, h, n, L.wq(), L.bq(), at(ad, Target.QUERY), false);
+            backend.linear(k, h, n, L.wk(), L.bk(), at(ad, Target.KEY), false);
+            backend.linear(v, h, n, L.wv(), L.bv(), at(ad, Target.VALUE), false);
+            backend.attention(ctx, q, k, v, batch, c.numHeads());
+            // attention output: dense, residual, LayerNorm (post-LN)
+            backend.linear(tmp, ctx, n, L.wo(), L.bo(), at(ad, Target.ATTENTION_OUTPUT), false);
+            backend.addLayerNorm(h1, tmp, h, n, L.ln1g(), L.ln1b(), eps);
+            // feed-forward: dense + exact GELU, dense, residual, LayerNorm
+            backend.linear(ff, h1, n, L.wi(), L.bi(), at(ad, Target.INTERMEDIATE), true);
+            backend.linear(tmp, ff, n, L.wf(), L.bf(), at(ad, Target.OUTPUT), false);
+            backend.addLayerNorm(h, tmp, h1, n, L.ln2g(), L.ln2b(), eps);
+        }
+        return h;
+    }
+
+    private static Lora at(Lora[] ad, Target t) { return ad == null ? null : ad[t.ordinal()]; }
+
+    /** Pools the last hidden state of {@link #forward} into [B, C] (valid until the next call). */
+    public Tensor pool(Batch batch, Backend.Pooling mode, boolean normalize) {
+        backend.pool(pooled, h, batch, mode);
+        if (normalize) backend.l2Normalize(pooled, batch.size);
+        return pooled;
+    }
+}
