@@ -146,6 +146,14 @@ public final class Bert {
      * @param lora per layer and {@link Target} ordinal, the LoRA segments to apply, or null
      */
     public Tensor forward(int[] ids, Batch batch, Lora[][] lora) {
+        return forward(ids, batch, lora, weights);
+    }
+
+    /**
+     * As {@link #forward(int[], Batch, Lora[][])} with another weight set of the same shapes
+     * (the "merged" LoRA mode: {@link LoraAdapter#merge}).
+     */
+    public Tensor forward(int[] ids, Batch batch, Lora[][] lora, Weights W) {
         BertConfig c = config;
         int n = batch.tokens;
         ensureCapacity(n);
@@ -161,7 +169,6 @@ public final class Bert {
                 throw new IllegalArgumentException("token id " + ids[i] + " at position " + i + " is outside the vocabulary (" + c.vocabSize() + ")");
         }
         float eps = (float) c.layerNormEps();
-        Weights W = weights;
         // embeddings: word + position + token type (all 0: single-segment inputs), then LayerNorm
         backend.embed(h, ids, positions, types, batch, W.wordEmb(), W.posEmb(), W.typeEmb(), W.embLnG(), W.embLnB(), eps);
         for (int l = 0; l < c.numLayers(); l++) {

@@ -128,46 +128,104 @@ public final class Encoder implements AutoCloseable {
 
     public int[] tokenize(String text) { return tokenizer.encode(text, options.maxLength()); }
 
-    /** Embeds texts; returns one vector per text. */
+    /** Embeds texts with the base encoder; returns one vector per text. */
     public float[][] embed(List<String> texts) {
-        int[][] ids = new int[texts.size()][];
-        for (int i = 0; i < ids.length; i++) ids[i] = tokenize(texts.get(i));
-        return embedIds(ids, null);
+        return embed(texts, null);
     }
 
     /**
-     * Embeds pre-tokenized sequences (each with its special tokens), in packed batches of at
-     * most {@link #maxBatchTokens} rows. {@code lora}, when non-null, is called per batch to
-     * build the per-layer LoRA segments for sequences [from, to).
+     * Embeds texts, text {@code i} through {@code experts[i]} (null: the base encoder). Texts of
+     * different experts share one forward pass per batch: rows are grouped by expert into
+     * contiguous segments, the base GEMMs run once over all rows and each segment adds its own
+     * LoRA term (Punica's SGMV layout).
      */
-    public float[][] embedIds(int[][] ids, LoraPlanner lora) {
+    public float[][] embed(List<String> texts, LoraAdapter[] experts) {
+        int[][] ids = new int[texts.size()][];
+        for (int i = 0; i < ids.length; i++) ids[i] = tokenize(texts.get(i));
+        return embedIds(ids, experts);
+    }
+
+    /** How a batch whose rows all use the same expert runs. */
+    public enum LoraMode {
+        /** The LoRA term joins each adapted GEMM's output tile (the default). */
+        FUSED,
+        /** {@code W + s·B·A} precomputed once per expert (more memory, no LoRA work per token). */
+        MERGED
+    }
+
+    public LoraMode loraMode = LoraMode.FUSED;
+    private final java.util.Map<LoraAdapter, Bert.Weights> merged = new java.util.IdentityHashMap<>();
+    private Lora[][] plan;
+
+    /**
+     * Embeds pre-tokenized sequences (each with its special tokens), in packed batches of at
+     * most {@link #maxBatchTokens} rows, sequence {@code i} through {@code experts[i]} (the
+     * array may be null: base encoder for all).
+     */
+    public float[][] embedIds(int[][] ids, LoraAdapter[] experts) {
         int c = dimension();
         float[][] out = new float[ids.length][c];
+        // group by expert (stable) so each expert's rows are contiguous within a batch
+        Integer[] order = new Integer[ids.length];
+        for (int i = 0; i < order.length; i++) order[i] = i;
+        if (experts != null) {
+            if (experts.length != ids.length) throw new IllegalArgumentException(ids.length + " texts but " + experts.length + " expert choices");
+            java.util.IdentityHashMap<LoraAdapter, Integer> rank = new java.util.IdentityHashMap<>();
+            for (LoraAdapter e : experts) if (e != null) rank.putIfAbsent(e, rank.size());
+            java.util.Arrays.sort(order, java.util.Comparator.comparingInt(i -> experts[i] == null ? -1 : rank.get(experts[i])));
+        }
         int[] lengths = new int[ids.length];
         int from = 0;
         while (from < ids.length) {
             int to = from, tokens = 0;
-            while (to < ids.length && (to == from || tokens + ids[to].length <= maxBatchTokens)) tokens += ids[to++].length;
+            while (to < ids.length && (to == from || tokens + ids[order[to]].length <= maxBatchTokens)) tokens += ids[order[to++]].length;
             int[] packed = new int[tokens];
             for (int i = from, p = 0; i < to; i++) {
-                if (ids[i].length == 0) throw new IllegalArgumentException("sequence " + i + " is empty");
-                System.arraycopy(ids[i], 0, packed, p, ids[i].length);
-                p += ids[i].length;
-                lengths[i - from] = ids[i].length;
+                int[] seq = ids[order[i]];
+                if (seq.length == 0) throw new IllegalArgumentException("sequence " + order[i] + " is empty");
+                System.arraycopy(seq, 0, packed, p, seq.length);
+                p += seq.length;
+                lengths[i - from] = seq.length;
             }
             batch.set(lengths, to - from);
-            Lora[][] plan = lora == null ? null : lora.plan(from, to, batch);
-            bert.forward(packed, batch, plan);
+            LoraAdapter single = experts == null ? null : experts[order[from]];
+            for (int i = from + 1; i < to && single != null; i++) if (experts[order[i]] != single) single = null;
+            if (single != null && loraMode == LoraMode.MERGED) {
+                bert.forward(packed, batch, null, merged.computeIfAbsent(single, a -> a.merge(bert.weights, bert.backend())));
+            } else {
+                bert.forward(packed, batch, experts == null ? null : planSegments(experts, order, from, to));
+            }
             Tensor pooled = bert.pool(batch, options.pooling(), options.normalize());
-            for (int i = from; i < to; i++) bert.backend().read(pooled, (long) (i - from) * c, out[i], 0, c);
+            for (int i = from; i < to; i++) bert.backend().read(pooled, (long) (i - from) * c, out[order[i]], 0, c);
             from = to;
         }
         return out;
     }
 
-    /** Builds per-layer LoRA segments for the sequences [from, to) of a batch. */
-    public interface LoraPlanner {
-        Lora[][] plan(int from, int to, Batch batch);
+    /** Per layer and target, one LoRA segment per run of consecutive rows with the same expert. */
+    private Lora[][] planSegments(LoraAdapter[] experts, Integer[] order, int from, int to) {
+        int L = bert.config.numLayers(), T = Bert.Target.values().length;
+        if (plan == null) {
+            plan = new Lora[L][T];
+            for (Lora[] row : plan) for (int t = 0; t < T; t++) row[t] = new Lora(4);
+        }
+        for (Lora[] row : plan) for (Lora x : row) x.clear();
+        boolean any = false;
+        int i = from;
+        while (i < to) {
+            LoraAdapter e = experts[order[i]];
+            int j = i;
+            while (j < to && experts[order[j]] == e) j++;
+            if (e != null) {
+                if (e.numLayers != L) throw new IllegalArgumentException("adapter '" + e.name + "' has " + e.numLayers + " layers, the model " + L);
+                int r0 = batch.start[i - from], r1 = batch.start[j - from];
+                for (int l = 0; l < L; l++)
+                    for (int t = 0; t < T; t++)
+                        if (e.a[l][t] != null) { plan[l][t].add(r0, r1, e.a[l][t], e.b[l][t], e.scale[l][t]); any = true; }
+            }
+            i = j;
+        }
+        return any ? plan : null;
     }
 
     @Override
