@@ -3,7 +3,10 @@ package rrj.app;
 import rrj.convert.Converter;
 import rrj.engine.Backend;
 import rrj.engine.Backends;
+import rrj.model.BertConfig;
 import rrj.model.Encoder;
+import rrj.model.ExpertTable;
+import rrj.model.LoraAdapter;
 import rrj.model.Json;
 
 import java.io.BufferedReader;
@@ -11,6 +14,7 @@ import java.io.IOException;
 import java.io.InputStreamReader;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -34,6 +38,13 @@ public final class Main {
                   JSON object takes its "text" field). Prints one JSON object per line:
                   {"text": ..., "embedding": [...]}. Without --model: the default model
                   (all-MiniLM-L6-v2, converted into the cache on first use).
+                  --expert NAME embeds through that LoRA expert (from --experts DIR).
+              rr experts list [--experts DIR]
+              rr experts add NAME ADAPTER_DIR [--experts DIR] [--model DIR]
+                  Copies a PEFT adapter (adapter_model.safetensors or .bin) into the experts
+                  directory after checking it against the model.
+              rr experts remove NAME [--experts DIR]
+                  The experts directory defaults to $RR_EXPERTS, else the repository's experts/.
               rr convert SOURCE --out DIR [--tokenizer FILE] [--pooling mean|cls] [--normalize]
                        [--max-length N]
                   SOURCE: an .onnx BERT export, a pytorch_model.bin (config.json beside it), a
@@ -81,6 +92,7 @@ public final class Main {
         return switch (argv[0]) {
             case "embed" -> embed(argv, out);
             case "convert" -> convert(argv, out);
+            case "experts" -> experts(argv, out);
             default -> throw new Args.UsageException("unknown command '" + argv[0] + "'");
         };
     }
@@ -108,6 +120,53 @@ public final class Main {
         return a.get("model") != null ? Path.of(a.get("model")) : DefaultModel.ensure();
     }
 
+    /** --experts DIR, else $RR_EXPERTS, else the repository's experts/ (the launcher passes -Drr.home). */
+    static Path expertsDir(Args a) {
+        if (a.get("experts") != null) return Path.of(a.get("experts"));
+        String env = System.getenv("RR_EXPERTS");
+        if (env != null && !env.isBlank()) return Path.of(env);
+        return Path.of(System.getProperty("rr.home", "."), "experts");
+    }
+
+    static int experts(String[] argv, PrintStream out) throws IOException {
+        if (argv.length < 2) throw new Args.UsageException("experts needs list, add or remove");
+        Args a = Args.parse(argv, 2, Set.of("experts", "model"), Set.of());
+        Path dir = expertsDir(a);
+        switch (argv[1]) {
+            case "list" -> {
+                if (!a.positional.isEmpty()) throw new Args.UsageException("experts list takes no arguments");
+                for (String n : ExpertTable.listNames(dir)) {
+                    Map<String, Object> cfg = Json.parseObject(Files.readString(dir.resolve(n).resolve("adapter_config.json")));
+                    out.println(n + "\tr=" + cfg.get("r") + "\talpha=" + cfg.get("lora_alpha") + "\ttargets=" + cfg.get("target_modules")
+                            + (Boolean.TRUE.equals(cfg.get("use_rslora")) ? "\trslora" : ""));
+                }
+            }
+            case "add" -> {
+                if (a.positional.size() != 2) throw new Args.UsageException("experts add needs NAME and ADAPTER_DIR");
+                String name = a.positional.get(0);
+                if (!name.matches("[A-Za-z0-9][A-Za-z0-9._-]{0,63}") || name.equals("base") || name.equals("auto"))
+                    throw new Args.UsageException("bad expert name '" + name + "': use letters, digits, '.', '_' or '-' (not 'base' or 'auto')");
+                Path target = dir.resolve(name);
+                if (Files.exists(target)) throw new IllegalArgumentException("expert '" + name + "' already exists in " + dir);
+                BertConfig model = BertConfig.read(modelDir(a).resolve("config.json"));
+                Converter.convertAdapter(Path.of(a.positional.get(1)), target, model);
+                out.println("added expert " + name + " -> " + target);
+            }
+            case "remove" -> {
+                if (a.positional.size() != 1) throw new Args.UsageException("experts remove needs NAME");
+                Path target = dir.resolve(a.positional.get(0));
+                if (!Files.exists(target.resolve("adapter_config.json")))
+                    throw new IllegalArgumentException("unknown expert '" + a.positional.get(0) + "' in " + dir);
+                try (var s = Files.walk(target)) {
+                    for (Path p : s.sorted(java.util.Comparator.reverseOrder()).toList()) Files.delete(p);
+                }
+                out.println("removed expert " + a.positional.get(0));
+            }
+            default -> throw new Args.UsageException("unknown experts command '" + argv[1] + "' (list, add, remove)");
+        }
+        return 0;
+    }
+
     static int convert(String[] argv, PrintStream out) throws IOException {
         Args a = Args.parse(argv, 1, Set.of("out", "tokenizer", "pooling", "max-length"), Set.of("normalize"));
         if (a.positional.size() != 1) throw new Args.UsageException("convert needs exactly one SOURCE");
@@ -122,13 +181,22 @@ public final class Main {
     }
 
     static int embed(String[] argv, PrintStream out) throws IOException {
-        Args a = Args.parse(argv, 1, Set.of("model", "pooling", "max-length", "backend", "threads"), Set.of("normalize"));
+        Args a = Args.parse(argv, 1, Set.of("model", "pooling", "max-length", "backend", "threads", "expert", "experts"), Set.of("normalize"));
         Integer maxLen = a.has("max-length") ? a.getInt("max-length", 0, 2, 1 << 20) : null;
         Path dir = modelDir(a);
         try (Backend backend = backend(a);
              Encoder enc = Encoder.open(dir, backend, pooling(a), a.has("normalize") ? Boolean.TRUE : null, maxLen)) {
+            LoraAdapter expert = null;
+            if (a.get("expert") != null) {
+                Path ed = expertsDir(a);
+                Path adapter = ed.resolve(a.get("expert"));
+                if (!Files.exists(adapter.resolve("adapter_config.json")))
+                    throw new IllegalArgumentException("unknown expert '" + a.get("expert") + "' in " + ed + " (known: "
+                            + String.join(", ", ExpertTable.listNames(ed)) + ")");
+                expert = LoraAdapter.load(a.get("expert"), adapter, enc.bert.config, backend, java.lang.foreign.Arena.ofAuto());
+            }
             if (!a.positional.isEmpty()) {
-                writeEmbeddings(enc, a.positional, out);
+                writeEmbeddings(enc, a.positional, expert, out);
                 return 0;
             }
             BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
@@ -137,9 +205,9 @@ public final class Main {
             for (String line; (line = in.readLine()) != null; ) {
                 lineNo++;
                 chunk.add(textOf(line, lineNo));
-                if (chunk.size() == 256) { writeEmbeddings(enc, chunk, out); chunk.clear(); }
+                if (chunk.size() == 256) { writeEmbeddings(enc, chunk, expert, out); chunk.clear(); }
             }
-            if (!chunk.isEmpty()) writeEmbeddings(enc, chunk, out);
+            if (!chunk.isEmpty()) writeEmbeddings(enc, chunk, expert, out);
             return 0;
         }
     }
@@ -157,8 +225,13 @@ public final class Main {
         }
     }
 
-    static void writeEmbeddings(Encoder enc, List<String> texts, PrintStream out) {
-        float[][] e = enc.embed(texts);
+    static void writeEmbeddings(Encoder enc, List<String> texts, LoraAdapter expert, PrintStream out) {
+        LoraAdapter[] experts = null;
+        if (expert != null) {
+            experts = new LoraAdapter[texts.size()];
+            java.util.Arrays.fill(experts, expert);
+        }
+        float[][] e = enc.embed(texts, experts);
         StringBuilder b = new StringBuilder();
         for (int i = 0; i < texts.size(); i++) {
             Map<String, Object> o = new LinkedHashMap<>();

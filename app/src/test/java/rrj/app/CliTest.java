@@ -163,6 +163,50 @@ class CliTest {
         assertOneLineError(rr("embed", "--model", model.toString(), "--backend", "tpu", "x"), "unknown backend 'tpu'");
     }
 
+    @Test
+    void expertsAddListEmbedRemove() throws IOException {
+        // a PEFT adapter as PyTorch writes it (adapter_model.bin), for the tiny model
+        Path src = tmp.resolve("peft-bin");
+        Files.createDirectories(src);
+        java.util.SplittableRandom r = new java.util.SplittableRandom(4);
+        Map<String, Tensor> t = new java.util.LinkedHashMap<>();
+        for (int l = 0; l < 2; l++)
+            for (String m : List.of("query", "value")) {
+                String k = "base_model.model.encoder.layer." + l + ".attention.self." + m;
+                t.put(k + ".lora_A.weight", RandomBert.normal(java.lang.foreign.Arena.ofAuto(), r, 0, 0.2, 8, 32));
+                t.put(k + ".lora_B.weight", RandomBert.normal(java.lang.foreign.Arena.ofAuto(), r, 0, 0.2, 32, 8));
+            }
+        rrj.convert.torch.TorchStateDict.write(src.resolve("adapter_model.bin"), t);
+        Files.writeString(src.resolve("adapter_config.json"), Json.writePretty(rrj.model.LoraAdapter.peftConfig(8, 32, false, List.of("query", "value"), "tiny")));
+        Path experts = tmp.resolve("experts-cli");
+        Result add = rr("experts", "add", "sci", src.toString(), "--experts", experts.toString(), "--model", model.toString());
+        assertEquals(0, add.code(), add.err());
+        assertTrue(Files.exists(experts.resolve("sci/adapter_model.safetensors")));
+        Result list = rr("experts", "list", "--experts", experts.toString());
+        assertTrue(list.out().startsWith("sci\tr=8\talpha=32"), list.out());
+        Result base = rr("embed", "--model", model.toString(), "--backend", "ref", "same text");
+        Result withExpert = rr("embed", "--model", model.toString(), "--backend", "ref", "--experts", experts.toString(), "--expert", "sci", "same text");
+        assertEquals(0, withExpert.code(), withExpert.err());
+        assertNotEquals(base.out(), withExpert.out());
+        assertOneLineError(rr("embed", "--model", model.toString(), "--experts", experts.toString(), "--expert", "nope", "x"), "unknown expert 'nope'", "sci");
+        // an adapter for another hidden size is refused before anything is added
+        Path wide = tmp.resolve("peft-wide");
+        Files.createDirectories(wide);
+        Map<String, Tensor> w = new java.util.LinkedHashMap<>();
+        w.put("base_model.model.encoder.layer.0.attention.self.query.lora_A.weight", Tensor.allocate(null, 8, 64));
+        w.put("base_model.model.encoder.layer.0.attention.self.query.lora_B.weight", Tensor.allocate(null, 64, 8));
+        Safetensors.write(wide.resolve("adapter_model.safetensors"), w, null);
+        Files.writeString(wide.resolve("adapter_config.json"), Json.writePretty(rrj.model.LoraAdapter.peftConfig(8, 32, false, List.of("query"), "x")));
+        Map<String, Object> cfg = Json.parseObject(Files.readString(wide.resolve("adapter_config.json")));
+        cfg.put("layers_to_transform", List.of(0L));
+        Files.writeString(wide.resolve("adapter_config.json"), Json.writePretty(cfg));
+        assertOneLineError(rr("experts", "add", "wide", wide.toString(), "--experts", experts.toString(), "--model", model.toString()),
+                "different hidden size", "lora_A.weight");
+        assertFalse(Files.exists(experts.resolve("wide")));
+        assertEquals(0, rr("experts", "remove", "sci", "--experts", experts.toString()).code());
+        assertEquals("", rr("experts", "list", "--experts", experts.toString()).out());
+    }
+
     static Path copyModel(String name) throws IOException {
         Path d = tmp.resolve(name);
         Files.createDirectories(d);

@@ -70,6 +70,35 @@ public final class Converter {
         }
     }
 
+    /**
+     * A PEFT adapter directory (adapter_config.json + adapter_model.safetensors or
+     * adapter_model.bin) → the same in our form (safetensors, keys as PEFT writes them),
+     * validated against {@code model} before it appears at {@code outDir}.
+     */
+    public static void convertAdapter(Path source, Path outDir, BertConfig model) throws IOException {
+        if (!Files.isDirectory(source)) throw new NoSuchFileException(source.toString(), null, "adapter directory not found");
+        if (Files.exists(outDir)) throw new java.nio.file.FileAlreadyExistsException(outDir.toString());
+        Path cfg = source.resolve("adapter_config.json");
+        if (!Files.exists(cfg)) throw new NoSuchFileException(cfg.toString(), null, "adapter_config.json not found");
+        Path parent = outDir.toAbsolutePath().getParent();
+        Files.createDirectories(parent);
+        Path tmp = Files.createTempDirectory(parent, "." + outDir.getFileName() + ".partial-");
+        try {
+            Path st = source.resolve("adapter_model.safetensors"), bin = source.resolve("adapter_model.bin");
+            if (Files.exists(st)) Files.copy(st, tmp.resolve("adapter_model.safetensors"));
+            else if (Files.exists(bin)) Safetensors.write(tmp.resolve("adapter_model.safetensors"), TorchStateDict.read(bin), Map.of("format", "pt"));
+            else throw new NoSuchFileException(st.toString(), null, "no adapter_model.safetensors or adapter_model.bin");
+            Files.copy(cfg, tmp.resolve("adapter_config.json"));
+            try (Arena arena = Arena.ofConfined()) { // refuses a bad adapter, naming the key, before anything appears
+                rrj.model.LoraAdapter.load(outDir.getFileName().toString(), tmp, model, new rrj.engine.ReferenceBackend(), arena);
+            }
+            Safetensors.readableByAll(tmp);
+            Files.move(tmp, outDir, StandardCopyOption.ATOMIC_MOVE);
+        } finally {
+            deleteTree(tmp);
+        }
+    }
+
     private static void writeInto(Path source, Path out, Options opt) throws IOException {
         String name = source.getFileName().toString();
         Map<String, Tensor> weights;
