@@ -63,6 +63,41 @@ public interface Backend extends AutoCloseable {
     /** Divides each of the first {@code rows} rows by its L2 norm (rows of norm 0 stay 0). */
     void l2Normalize(Tensor x, int rows);
 
+    // ------------------------------------------------------------------ training (backward)
+    // Each forward op's backward, as llm.c pairs them. Only LoRA matrices receive weight
+    // gradients; every other gradient is an activation gradient flowing through frozen weights.
+
+    /** {@code out = gelu(x)} (exact erf form) over the first {@code rows} rows; the unfused form training keeps. */
+    void gelu(Tensor out, Tensor x, int rows);
+
+    /** {@code dx = dy · gelu'(x)}, where {@code gelu'(x) = Φ(x) + x·φ(x)}. */
+    void geluBackward(Tensor dx, Tensor dy, Tensor x, int rows);
+
+    /**
+     * Backward of {@link #linear} (without activation): {@code dx (+)= dy·W + Σ_s s·(dy·B)·A}
+     * (dropout mask applied on the way back into x), and, when the segments carry gradient
+     * tensors, {@code dA += s·(dy·B)ᵀ·x̃}, {@code dB += s·dyᵀ·(x̃·Aᵀ)} with x̃ the dropped-out x.
+     */
+    void linearBackward(Tensor dx, boolean accumulate, Tensor dy, Tensor x, int rows, Tensor w, Lora lora);
+
+    /** Backward of {@link #attention}: recomputes the probabilities from q and k, writes dq, dk, dv. */
+    void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k, Tensor v, Batch batch, int heads);
+
+    /** Backward of {@link #addLayerNorm}: {@code dsum} is the gradient w.r.t. both x and residual (their sum is normalised). */
+    void addLayerNormBackward(Tensor dsum, Tensor dy, Tensor x, Tensor residual, int rows, Tensor gamma, float eps);
+
+    /** Backward of {@link #pool}: spreads {@code dpooled} [B, C] over the token rows of {@code dh} [N, C]. */
+    void poolBackward(Tensor dh, Tensor dpooled, Batch batch, Pooling mode);
+
+    /** Backward of {@link #l2Normalize}: {@code x} is the input before normalisation. */
+    void l2NormalizeBackward(Tensor dx, Tensor dy, Tensor x, int rows);
+
+    /** {@code dst[0..n) += src[0..n)}. */
+    void add(Tensor dst, Tensor src, long n);
+
+    /** Copies {@code n} elements from {@code src} to {@code dst} (both activations of this backend). */
+    void copy(Tensor dst, Tensor src, long n);
+
     @Override
     default void close() {}
 

@@ -2,7 +2,9 @@ package rrj.engine;
 
 /** Storage types a tensor may have. Compute is always fp32; F16/BF16 exist for storage only. */
 public enum DType {
-    F32(4), F16(2), BF16(2), I32(4), I64(8);
+    F32(4), F16(2), BF16(2), I32(4), I64(8),
+    /** Only the float64 reference run (gradient checks) uses it. */
+    F64(8);
 
     public final int bytes;
 

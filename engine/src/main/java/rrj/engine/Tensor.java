@@ -20,6 +20,7 @@ public final class Tensor {
     public static final ValueLayout.OfShort I16 = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
     public static final ValueLayout.OfInt I32 = ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
     public static final ValueLayout.OfLong I64 = ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+    public static final ValueLayout.OfDouble F64 = ValueLayout.JAVA_DOUBLE_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
 
     public final DType dtype;
     private final long[] shape;
@@ -71,7 +72,21 @@ public final class Tensor {
             case BF16 -> Float.intBitsToFloat((data.getAtIndex(I16, i) & 0xffff) << 16);
             case I32 -> data.getAtIndex(I32, i);
             case I64 -> data.getAtIndex(I64, i);
+            case F64 -> (float) data.getAtIndex(F64, i);
         };
+    }
+
+    /** Element i as a double (exact for F64 tensors). */
+    public double getDouble(long i) {
+        return dtype == DType.F64 ? data.getAtIndex(F64, i) : getFloat(i);
+    }
+
+    /** A new zeroed fp64 tensor (the float64 reference run). */
+    public static Tensor allocateF64(Arena arena, long... shape) {
+        long n = 1;
+        for (long d : shape) n *= d;
+        MemorySegment seg = (arena == null ? Arena.global() : arena).allocate(Math.max(1, n) * 8, 64);
+        return new Tensor(DType.F64, shape, n == 0 ? seg.asSlice(0, 0) : seg.asSlice(0, n * 8));
     }
 
     public void setFloat(long i, float v) {

@@ -14,9 +14,11 @@ class KernelParityTest {
     static final Backend REF = new ReferenceBackend();
     static final Backend CPU = Backends.create("cpu", 2);
     static final Backend CPU1 = Backends.create("cpu", 1);
+    static final Backend DOT = new rrj.engine.cpu.CpuBackend(2, false); // the [out, in] in-place fallback
+    static final Backend CPU3 = Backends.create("cpu", 3);              // more threads than cores: odd chunking
 
     @AfterAll
-    static void close() { CPU.close(); CPU1.close(); }
+    static void close() { CPU.close(); CPU1.close(); DOT.close(); CPU3.close(); }
 
     static Tensor rand(Random r, float scale, long... shape) {
         Tensor t = Tensor.allocate(null, shape);
@@ -40,14 +42,16 @@ class KernelParityTest {
     @Test
     void linearMatchesReferenceOnOddShapes() {
         Random r = new Random(1);
-        int[][] shapes = {{1, 1, 1}, {1, 7, 3}, {2, 9, 5}, {3, 8, 4}, {5, 17, 13}, {7, 64, 66}, {16, 384, 384}, {13, 100, 129}, {31, 768, 67}};
+        // rows: below, at and past the 6-row tile; out: below, at and past the 16-column panel; K tails
+        int[][] shapes = {{1, 1, 1}, {1, 7, 3}, {2, 9, 5}, {3, 8, 4}, {5, 17, 13}, {6, 16, 16}, {7, 64, 66}, {12, 33, 32},
+                {16, 384, 384}, {13, 100, 129}, {31, 768, 67}, {97, 48, 200}, {130, 65, 17}};
         for (int[] s : shapes) {
             int m = s[0], in = s[1], out = s[2];
             Tensor x = rand(r, 1, m, in), w = rand(r, 0.2f, out, in), b = rand(r, 1, out);
             for (boolean gelu : new boolean[]{false, true}) {
                 for (Tensor bias : new Tensor[]{null, b}) {
                     float[] ref = runLinear(REF, x, w, bias, m, out, gelu, null);
-                    for (Backend cpu : new Backend[]{CPU, CPU1})
+                    for (Backend cpu : new Backend[]{CPU, CPU1, DOT, CPU3})
                         Check.close("linear " + m + "x" + in + "x" + out + " gelu=" + gelu + " bias=" + (bias != null) + " " + cpu.describe(),
                                 runLinear(cpu, x, w, bias, m, out, gelu, null), ref, 1e-5, 1e-4);
                 }
@@ -65,7 +69,8 @@ class KernelParityTest {
         lora.add(5, 9, rand(r, 0.3f, 8, in), rand(r, 0.3f, out, 8), 2f);    // rank 8, rows 3-4 and 9-10 without LoRA
         lora.add(9, 10, rand(r, 0.1f, 64, in), rand(r, 0.1f, out, 64), 0.5f); // rank 64
         float[] ref = runLinear(REF, x, w, b, m, out, false, lora);
-        Check.close("lora linear", runLinear(CPU, x, w, b, m, out, false, lora), ref, 1e-5, 1e-4);
+        for (Backend cpu : new Backend[]{CPU, CPU1, DOT, CPU3})
+            Check.close("lora linear " + cpu.describe(), runLinear(cpu, x, w, b, m, out, false, lora), ref, 1e-5, 1e-4);
         // the reference itself against a literal W·x + b + s·B·(A·x) in double
         float[] xs = x.toFloatArray(), ws = w.toFloatArray(), bs = b.toFloatArray();
         for (int i = 0; i < m; i++) {
@@ -87,6 +92,43 @@ class KernelParityTest {
         }
     }
 
+    @Test
+    void loraWithGeluOnTileEdgesMatchesReference() {
+        Random r = new Random(6);
+        // out = 37: two full 16-column panels and a 5-column tail; rows 1..20 cross tile edges
+        int in = 29, out = 37;
+        for (int m : new int[]{1, 5, 6, 7, 20}) {
+            Tensor x = rand(r, 1, m, in), w = rand(r, 0.2f, out, in), b = rand(r, 1, out);
+            Lora lora = new Lora(1);
+            lora.add(0, 1, rand(r, 0.3f, 1, in), rand(r, 0.3f, out, 1), 4f);             // rank 1 on row 0
+            if (m > 3) lora.add(3, m, rand(r, 0.3f, 8, in), rand(r, 0.3f, out, 8), 4f);  // rank 8 on the rest past a gap
+            lora.add(0, m, rand(r, 0.3f, 3, in), rand(r, 0.3f, out, 3), 9f);             // overlaps: the first segment wins
+            for (boolean gelu : new boolean[]{false, true}) {
+                float[] ref = runLinear(REF, x, w, b, m, out, gelu, lora);
+                for (Backend cpu : new Backend[]{CPU, CPU1, DOT})
+                    Check.close("lora m=" + m + " gelu=" + gelu + " " + cpu.describe(), runLinear(cpu, x, w, b, m, out, gelu, lora), ref, 1e-5, 1e-4);
+            }
+        }
+    }
+
+    @Test
+    void packedWeightIsReusedAndLeavesTheSourceAlone() {
+        Random r = new Random(7);
+        int m = 9, in = 24, out = 40;
+        Tensor x = rand(r, 1, m, in), w = rand(r, 0.2f, out, in);
+        Tensor wc = CPU.weight(w);
+        assertTrue(w.device == null, "weight() must not mutate the caller's tensor");
+        float[] ref = runLinear(REF, x, w, null, m, out, false, null);
+        for (int rep = 0; rep < 3; rep++) { // first call packs, later calls reuse the panels; rows change between calls
+            int rows = m - rep;
+            Tensor y = CPU.allocate(m, out);
+            CPU.linear(y, copyTo(CPU, x), rows, wc, null, null, false);
+            float[] got = rows(CPU, y, rows);
+            Check.close("packed reuse rows=" + rows, got, java.util.Arrays.copyOf(ref, rows * out), 1e-5, 1e-4);
+        }
+        assertTrue(w.device == null, "linear must not mutate the source tensor");
+    }
+
     static float[] runLinear(Backend be, Tensor x, Tensor w, Tensor bias, int m, int out, boolean gelu, Lora lora) {
         Tensor y = be.allocate(m, out);
         be.linear(y, copyTo(be, x), m, be.weight(w), bias == null ? null : be.weight(bias), lora, gelu);
@@ -96,17 +138,18 @@ class KernelParityTest {
     @Test
     void attentionMatchesReference() {
         Random r = new Random(3);
-        int[][] layouts = {{1}, {1, 1, 1}, {5}, {3, 1, 17, 2}, {64, 9}, {130}};
-        for (int heads : new int[]{1, 2, 12}) {
-            int d = heads == 12 ? 32 : 7; // D = 32 vector-aligned, D = 7 all tail
+        int[][] layouts = {{1}, {1, 1, 1}, {5}, {3, 1, 17, 2}, {64, 9}, {130}, {4, 8, 12, 33}};
+        for (int[] hd : new int[][]{{1, 7}, {2, 7}, {12, 32}, {3, 64}, {2, 33}, {1, 12}}) {
+            int heads = hd[0], d = hd[1]; // D = 32, 64 vector-aligned; 7 all tail; 33, 12 vector + tail
             int c = heads * d;
             for (int[] lens : layouts) {
                 Batch batch = new Batch(lens.length).set(lens, lens.length);
                 int n = batch.tokens;
                 Tensor q = rand(r, 1, n, c), k = rand(r, 1, n, c), v = rand(r, 1, n, c);
                 float[] ref = runAttention(REF, q, k, v, batch, heads);
-                Check.close("attention heads=" + heads + " lens=" + java.util.Arrays.toString(lens),
-                        runAttention(CPU, q, k, v, batch, heads), ref, 1e-5, 1e-4);
+                for (Backend cpu : new Backend[]{CPU, CPU1, CPU3})
+                    Check.close("attention heads=" + heads + " d=" + d + " lens=" + java.util.Arrays.toString(lens) + " " + cpu.describe(),
+                            runAttention(cpu, q, k, v, batch, heads), ref, 1e-5, 1e-4);
             }
         }
     }

@@ -78,8 +78,11 @@ public final class Bert {
 
     /** Loads and checks every weight from a safetensors file, making each resident on the backend. */
     public static Bert load(BertConfig c, Safetensors.File file, Backend backend) {
-        Map<String, Tensor> t = file.tensors();
-        String where = file.path().toString();
+        return load(c, file.tensors(), file.path().toString(), backend);
+    }
+
+    /** As {@link #load(BertConfig, Safetensors.File, Backend)} from tensors in memory; {@code where} names them in errors. */
+    public static Bert load(BertConfig c, Map<String, Tensor> t, String where, Backend backend) {
         int C = c.hiddenSize(), F = c.intermediateSize();
         Layer[] layers = new Layer[c.numLayers()];
         for (int l = 0; l < layers.length; l++) {
@@ -154,9 +157,19 @@ public final class Bert {
      * (the "merged" LoRA mode: {@link LoraAdapter#merge}).
      */
     public Tensor forward(int[] ids, Batch batch, Lora[][] lora, Weights W) {
+        return forward(ids, batch, lora, W, null);
+    }
+
+    /**
+     * The forward pass. With a {@link Trace} (training), every activation the backward pass
+     * needs is kept per layer and GELU runs unfused so that its input survives; without one,
+     * the buffers are reused layer after layer.
+     */
+    public Tensor forward(int[] ids, Batch batch, Lora[][] lora, Weights W, Trace tr) {
         BertConfig c = config;
         int n = batch.tokens;
         ensureCapacity(n);
+        if (tr != null) tr.ensure(n, batch.size);
         for (int b = 0; b < batch.size; b++) {
             int len = batch.length(b);
             if (len > c.maxPositionEmbeddings())
@@ -170,24 +183,126 @@ public final class Bert {
         }
         float eps = (float) c.layerNormEps();
         // embeddings: word + position + token type (all 0: single-segment inputs), then LayerNorm
-        backend.embed(h, ids, positions, types, batch, W.wordEmb(), W.posEmb(), W.typeEmb(), W.embLnG(), W.embLnB(), eps);
+        Tensor x = tr == null ? h : tr.h[0];
+        backend.embed(x, ids, positions, types, batch, W.wordEmb(), W.posEmb(), W.typeEmb(), W.embLnG(), W.embLnB(), eps);
+        if (tr != null && tr.inputDelta != null) backend.add(x, tr.inputDelta, (long) n * c.hiddenSize()); // gradient checks perturb the input here
         for (int l = 0; l < c.numLayers(); l++) {
             Layer L = W.layers()[l];
             Lora[] ad = lora == null ? null : lora[l];
+            Tensor hIn = tr == null ? h : tr.h[l], hOut = tr == null ? h : tr.h[l + 1];
+            Tensor q = tr == null ? this.q : tr.q[l], k = tr == null ? this.k : tr.k[l], v = tr == null ? this.v : tr.v[l];
+            Tensor ctx = tr == null ? this.ctx : tr.ctx[l], att = tr == null ? tmp : tr.att[l], h1 = tr == null ? this.h1 : tr.h1[l];
+            Tensor ff = tr == null ? this.ff : tr.ff[l], ffOut = tr == null ? tmp : tr.ffOut[l];
             // self-attention: Q, K, V projections (LoRA targets "query", "key", "value")
-            backend.linear(q, h, n, L.wq(), L.bq(), at(ad, Target.QUERY), false);
-            backend.linear(k, h, n, L.wk(), L.bk(), at(ad, Target.KEY), false);
-            backend.linear(v, h, n, L.wv(), L.bv(), at(ad, Target.VALUE), false);
+            backend.linear(q, hIn, n, L.wq(), L.bq(), at(ad, Target.QUERY), false);
+            backend.linear(k, hIn, n, L.wk(), L.bk(), at(ad, Target.KEY), false);
+            backend.linear(v, hIn, n, L.wv(), L.bv(), at(ad, Target.VALUE), false);
             backend.attention(ctx, q, k, v, batch, c.numHeads());
             // attention output: dense, residual, LayerNorm (post-LN)
-            backend.linear(tmp, ctx, n, L.wo(), L.bo(), at(ad, Target.ATTENTION_OUTPUT), false);
-            backend.addLayerNorm(h1, tmp, h, n, L.ln1g(), L.ln1b(), eps);
-            // feed-forward: dense + exact GELU, dense, residual, LayerNorm
-            backend.linear(ff, h1, n, L.wi(), L.bi(), at(ad, Target.INTERMEDIATE), true);
-            backend.linear(tmp, ff, n, L.wf(), L.bf(), at(ad, Target.OUTPUT), false);
-            backend.addLayerNorm(h, tmp, h1, n, L.ln2g(), L.ln2b(), eps);
+            backend.linear(att, ctx, n, L.wo(), L.bo(), at(ad, Target.ATTENTION_OUTPUT), false);
+            backend.addLayerNorm(h1, att, hIn, n, L.ln1g(), L.ln1b(), eps);
+            // feed-forward: dense + exact GELU (fused unless training keeps its input), dense, residual, LayerNorm
+            if (tr == null) {
+                backend.linear(ff, h1, n, L.wi(), L.bi(), at(ad, Target.INTERMEDIATE), true);
+            } else {
+                backend.linear(tr.ffPre[l], h1, n, L.wi(), L.bi(), at(ad, Target.INTERMEDIATE), false);
+                backend.gelu(ff, tr.ffPre[l], n);
+            }
+            backend.linear(ffOut, ff, n, L.wf(), L.bf(), at(ad, Target.OUTPUT), false);
+            backend.addLayerNorm(hOut, ffOut, h1, n, L.ln2g(), L.ln2b(), eps);
         }
-        return h;
+        return tr == null ? h : tr.h[c.numLayers()];
+    }
+
+    /**
+     * The backward pass, the forward in reverse op by op (llm.c's gpt2_backward): from the
+     * gradient of the pooled (and normalised) embeddings {@code tr.dPooled} [B, C] down to the
+     * embedding output. LoRA weight gradients accumulate into the segments' gradient tensors;
+     * every frozen layer passes activation gradients only. Returns dL/d(embedding output) [N, C].
+     */
+    public Tensor backward(Trace tr, Batch batch, Lora[][] lora, Weights W, Backend.Pooling mode, boolean normalize) {
+        BertConfig c = config;
+        int n = batch.tokens, C = c.hiddenSize();
+        float eps = (float) c.layerNormEps();
+        Tensor dp = tr.dPooled;
+        if (normalize) { backend.l2NormalizeBackward(tr.dPooledRaw, tr.dPooled, tr.pooledRaw, batch.size); dp = tr.dPooledRaw; }
+        backend.poolBackward(tr.dh, dp, batch, mode);
+        for (int l = c.numLayers() - 1; l >= 0; l--) {
+            Layer L = W.layers()[l];
+            Lora[] ad = lora == null ? null : lora[l];
+            // hOut = LN2(ffOut + h1)
+            backend.addLayerNormBackward(tr.dsum, tr.dh, tr.ffOut[l], tr.h1[l], n, L.ln2g(), eps);
+            backend.linearBackward(tr.dff, false, tr.dsum, tr.ff[l], n, L.wf(), at(ad, Target.OUTPUT));
+            backend.geluBackward(tr.dff, tr.dff, tr.ffPre[l], n);
+            backend.linearBackward(tr.dh1, false, tr.dff, tr.h1[l], n, L.wi(), at(ad, Target.INTERMEDIATE));
+            backend.add(tr.dh1, tr.dsum, (long) n * C); // the residual around the FFN
+            // h1 = LN1(att + hIn)
+            backend.addLayerNormBackward(tr.dsum, tr.dh1, tr.att[l], tr.h[l], n, L.ln1g(), eps);
+            backend.linearBackward(tr.dctx, false, tr.dsum, tr.ctx[l], n, L.wo(), at(ad, Target.ATTENTION_OUTPUT));
+            backend.attentionBackward(tr.dq, tr.dk, tr.dv, tr.dctx, tr.q[l], tr.k[l], tr.v[l], batch, c.numHeads());
+            backend.linearBackward(tr.dh, false, tr.dq, tr.h[l], n, L.wq(), at(ad, Target.QUERY));
+            backend.linearBackward(tr.dh, true, tr.dk, tr.h[l], n, L.wk(), at(ad, Target.KEY));
+            backend.linearBackward(tr.dh, true, tr.dv, tr.h[l], n, L.wv(), at(ad, Target.VALUE));
+            backend.add(tr.dh, tr.dsum, (long) n * C); // the residual around attention
+        }
+        return tr.dh;
+    }
+
+    /** Pools the traced last hidden state into {@code tr.pooled} (normalised if asked), keeping the raw pool for backward. */
+    public Tensor pool(Trace tr, Batch batch, Backend.Pooling mode, boolean normalize) {
+        backend.pool(tr.pooledRaw, tr.h[config.numLayers()], batch, mode);
+        backend.copy(tr.pooled, tr.pooledRaw, (long) batch.size * config.hiddenSize());
+        if (normalize) backend.l2Normalize(tr.pooled, batch.size);
+        return tr.pooled;
+    }
+
+    /** A new trace for training batches of up to {@code tokens} rows and {@code sequences} sequences. */
+    public Trace newTrace(int tokens, int sequences) {
+        Trace t = new Trace();
+        t.ensure(tokens, sequences);
+        return t;
+    }
+
+    /**
+     * What training keeps from the forward pass, and the gradient buffers of the backward pass:
+     * allocated once per batch shape (grown, never shrunk).
+     */
+    public final class Trace {
+        public Tensor[] h;              // [L+1][N, C] layer inputs; h[L] is the last hidden state
+        public Tensor[] q, k, v, ctx;   // [L][N, C]
+        public Tensor[] att, h1, ffOut; // [L][N, C] attention dense out, after LN1, FFN dense out
+        public Tensor[] ffPre, ff;      // [L][N, F] before and after GELU
+        public Tensor pooledRaw, pooled, dPooled, dPooledRaw; // [B, C]
+        public Tensor dh, dh1, dsum, dctx, dq, dk, dv;        // [N, C]
+        public Tensor dff;                                    // [N, F]
+        /** When set, added to the embedding output: how a gradient check perturbs the encoder's input. */
+        public Tensor inputDelta;
+        int tokens, sequences;
+
+        void ensure(int n, int b) {
+            if (n <= tokens && b <= sequences) return;
+            n = Math.max(n, tokens);
+            b = Math.max(b, sequences);
+            int L = config.numLayers(), C = config.hiddenSize(), F = config.intermediateSize();
+            h = new Tensor[L + 1];
+            for (int l = 0; l <= L; l++) h[l] = backend.allocate(n, C);
+            q = alloc(L, n, C); k = alloc(L, n, C); v = alloc(L, n, C); ctx = alloc(L, n, C);
+            att = alloc(L, n, C); h1 = alloc(L, n, C); ffOut = alloc(L, n, C);
+            ffPre = alloc(L, n, F); ff = alloc(L, n, F);
+            pooledRaw = backend.allocate(b, C); pooled = backend.allocate(b, C);
+            dPooled = backend.allocate(b, C); dPooledRaw = backend.allocate(b, C);
+            dh = backend.allocate(n, C); dh1 = backend.allocate(n, C); dsum = backend.allocate(n, C);
+            dctx = backend.allocate(n, C); dq = backend.allocate(n, C); dk = backend.allocate(n, C); dv = backend.allocate(n, C);
+            dff = backend.allocate(n, F);
+            tokens = n;
+            sequences = b;
+        }
+
+        private Tensor[] alloc(int count, long rows, long cols) {
+            Tensor[] t = new Tensor[count];
+            for (int i = 0; i < count; i++) t[i] = backend.allocate(rows, cols);
+            return t;
+        }
     }
 
     private static Lora at(Lora[] ad, Target t) { return ad == null ? null : ad[t.ordinal()]; }

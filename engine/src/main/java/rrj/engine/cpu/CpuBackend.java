@@ -5,6 +5,7 @@ import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 import rrj.engine.Backend;
 import rrj.engine.Batch;
+import rrj.engine.DType;
 import rrj.engine.Erf;
 import rrj.engine.Lora;
 import rrj.engine.Tensor;
@@ -12,51 +13,91 @@ import rrj.engine.Tensor;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteOrder;
+import java.util.Arrays;
 
 /**
- * The CPU backend: Vector API kernels on a fixed thread pool. Weights are read in place from
- * their (memory-mapped) segments in PyTorch's [out, in] layout; nothing is repacked.
+ * The CPU backend: Vector API kernels on a fixed thread pool ({@link Parallel}).
  *
- * <p>GEMM ({@link #linear}) is the "dot" form {@code y[i,o] = Σ_k x[i,k]·W[o,k]}: both operands
- * are contiguous along k, so a 3×4 register tile (3 rows of x × 4 rows of W, 12 vector
- * accumulators) streams k with vector loads and reduces the lanes once per output at the end.
- * The threads split W's rows in blocks of {@link #NB} (about 200 KB for K = 768, which stays
- * in L2 while every x row passes over it). Bias, GELU and the LoRA expand are applied to the
- * 3×4 tile before it is stored (one pass over y).
+ * <p><b>GEMM</b> ({@link #linear}, {@code y[i,o] = Σ_k x[i,k]·W[o,k]}) runs in the classic
+ * broadcast form (Goto/BLIS): W is repacked once, on its first use, into panels of
+ * {@code NR = 2·L} output columns laid out k-major ({@link Packed}: panel p holds
+ * {@code W[p·NR + j, k]} at {@code (p·K + k)·NR + j}); x is repacked per call into tiles of
+ * {@code MR = 6} rows, also k-major. The 6×NR micro-kernel keeps 12 vector accumulators, and per
+ * k does 2 contiguous vector loads of W, 6 broadcasts of x and 12 FMAs — no lane reductions.
+ * The threads split (row block × panel group) chunks; a row block is sized so its x tiles stay
+ * in L2 while the W panels stream past. The epilogue (bias, LoRA expand, GELU) runs on each
+ * 6×NR tile right after the micro-kernel stored it, while it is in L1: y is written to memory
+ * finished, once. The memory-mapped [out, in] weight stays the source of truth; the dot form
+ * that reads it in place (3×4 tile over W rows, lanes reduced per output) is kept as the
+ * fallback ({@code new CpuBackend(threads, false)}) and is tested like the fast path.
+ *
+ * <p><b>Attention</b> per (sequence, head): Kᵀ of the head is copied to a contiguous scratch,
+ * scores for 4 query rows at a time are small GEMMs (broadcast q, vectors over keys), softmax
+ * uses the vector EXP, and P·V is another small GEMM over the head's D columns.
  *
  * <p>Not thread-safe: one op at a time per backend instance (the kernels reuse their task
  * objects and scratch); callers that serve many threads batch requests into one forward pass.
+ * Base weights are assumed frozen once used (the packed copy is not refreshed if the mapped
+ * weight changes); LoRA A/B are read in place on every call, so they may change.
  *
- * <p>Not here: reduced-precision weights, repacked panels, fused QKV — candidates for the CPU
- * speed work, each with its test against {@link rrj.engine.ReferenceBackend}.
+ * <p>Not here: reduced-precision weights, fused QKV (Bert.forward issues Q, K, V as three
+ * linears so that LoRA targets stay separate).
  */
 public final class CpuBackend implements Backend {
     static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
     static final int L = S.length();
     static final ByteOrder LE = ByteOrder.LITTLE_ENDIAN;
-    static final int NB = 64; // W rows per GEMM work block
+    static final int NB = 64;     // dot form: W rows per work block
+    static final int MR = 6;      // broadcast form: rows per micro-tile
+    static final int NR = 2 * L;  // broadcast form: output columns per panel (16 with AVX2)
+    static final int X_BLOCK_BYTES = 160 * 1024; // x tiles of one row block (L2 budget; W panels stream past)
 
     private final Parallel pool;
+    private final CpuTraining training; // the backward ops (CpuTraining.java)
+    private final boolean packWeights;
     private final Arena arena = Arena.ofShared();
 
     // Long-lived task objects: kernels set their fields and hand them to the pool (no allocation per call).
     private final LinearTask linearTask = new LinearTask();
+    private final GemmTask gemmTask = new GemmTask();
+    private final PackTask packTask = new PackTask();
     private final AttentionTask attentionTask = new AttentionTask();
     private final RowsTask rowsTask = new RowsTask();
 
-    public CpuBackend(int threads) {
+    public CpuBackend(int threads) { this(threads, true); }
+
+    /**
+     * @param packWeights true: the broadcast-form GEMM over repacked W panels (the default);
+     *                    false: the dot form over W read in place, [out, in] (no extra memory)
+     */
+    public CpuBackend(int threads, boolean packWeights) {
         if (threads < 1) throw new IllegalArgumentException("--threads must be ≥ 1, got " + threads);
         pool = new Parallel(threads);
+        training = new CpuTraining(pool);
+        this.packWeights = packWeights;
+        gemmTask.edge = new MemorySegment[threads];
+        for (int i = 0; i < threads; i++) gemmTask.edge[i] = arena.allocate((long) MR * NR * 4, 64);
     }
 
     @Override public String name() { return "cpu"; }
 
     @Override
     public String describe() {
-        return "backend=cpu vector=" + S.vectorBitSize() + "-bit (" + L + " floats) threads=" + pool.threads();
+        return "backend=cpu vector=" + S.vectorBitSize() + "-bit (" + L + " floats) threads=" + pool.threads()
+                + (packWeights ? " gemm=packed " + MR + "x" + NR : " gemm=dot");
     }
 
-    @Override public Tensor weight(Tensor hostWeight) { return hostWeight.toF32(); }
+    public int threads() { return pool.threads(); }
+
+    /**
+     * A private view of the weight (fp32): the packed panels of a linear weight hang off its
+     * {@code device} field, so the caller's tensor is never mutated and two backends never share.
+     */
+    @Override
+    public Tensor weight(Tensor hostWeight) {
+        Tensor f = hostWeight.toF32();
+        return f == hostWeight ? new Tensor(DType.F32, f.shape(), f.data) : f;
+    }
 
     @Override public Tensor allocate(long... shape) { return Tensor.allocate(arena, shape); }
 
@@ -81,6 +122,10 @@ public final class CpuBackend implements Backend {
         return FloatVector.fromMemorySegment(S, m, floatIndex * 4, LE);
     }
 
+    static void store(FloatVector v, MemorySegment m, long floatIndex) {
+        v.intoMemorySegment(m, floatIndex * 4, LE);
+    }
+
     static float dot(MemorySegment a, long ai, MemorySegment b, long bi, int n) {
         FloatVector acc = FloatVector.zero(S);
         int k = 0;
@@ -90,36 +135,321 @@ public final class CpuBackend implements Backend {
         return s;
     }
 
+    /**
+     * The LoRA shrink of one row: {@code v[vo + k] = A[k]·x̃} for k < r, where x̃ is row
+     * {@code row} of x, times the segment's dropout mask while training.
+     */
+    static void loraShrink(Lora lora, int sg, int row, MemorySegment x, int in, float[] v, int vo) {
+        Tensor a = lora.a[sg];
+        int r = (int) a.dim(0);
+        if (lora.dropout == 0) {
+            for (int k = 0; k < r; k++) v[vo + k] = dot(a.data, (long) k * in, x, (long) row * in, in);
+            return;
+        }
+        float[] xd = new float[in]; // training only
+        for (int j = 0; j < in; j++) xd[j] = x.getAtIndex(Tensor.F32, (long) row * in + j) * lora.dropScale(row, j);
+        for (int k = 0; k < r; k++) {
+            float s = 0;
+            for (int j = 0; j < in; j++) s += a.data.getAtIndex(Tensor.F32, (long) k * in + j) * xd[j];
+            v[vo + k] = s;
+        }
+    }
+
     static float gelu(float x) { return 0.5f * x * (1f + Erf.erfFast(x * 0.70710678118654752f)); }
+
+    /** Exact-erf GELU on a vector: {@link Erf#erfFast}'s rational form, lane-wise. */
+    static FloatVector gelu(FloatVector x) {
+        FloatVector z = x.mul(0.70710678118654752f).max(-4f).min(4f);
+        FloatVector z2 = z.mul(z);
+        FloatVector p = FloatVector.broadcast(S, Erf.A13);
+        p = p.fma(z2, FloatVector.broadcast(S, Erf.A11));
+        p = p.fma(z2, FloatVector.broadcast(S, Erf.A9));
+        p = p.fma(z2, FloatVector.broadcast(S, Erf.A7));
+        p = p.fma(z2, FloatVector.broadcast(S, Erf.A5));
+        p = p.fma(z2, FloatVector.broadcast(S, Erf.A3));
+        p = p.fma(z2, FloatVector.broadcast(S, Erf.A1));
+        p = p.mul(z);
+        FloatVector q = FloatVector.broadcast(S, Erf.B8);
+        q = q.fma(z2, FloatVector.broadcast(S, Erf.B6));
+        q = q.fma(z2, FloatVector.broadcast(S, Erf.B4));
+        q = q.fma(z2, FloatVector.broadcast(S, Erf.B2));
+        q = q.fma(z2, FloatVector.broadcast(S, Erf.B0));
+        return x.mul(0.5f).mul(p.div(q).add(1f));
+    }
 
     // ---------------------------------------------------------------- linear
 
-    @Override
-    public void linear(Tensor y, Tensor x, int rows, Tensor w, Tensor bias, Lora lora, boolean gelu) {
-        LinearTask t = linearTask;
-        t.y = y.data; t.x = x.data; t.w = w.data; t.bias = bias == null ? null : bias.data;
-        t.rows = rows; t.out = (int) w.dim(0); t.in = (int) w.dim(1); t.gelu = gelu;
-        t.lora = lora != null && lora.count > 0 ? lora : null;
-        if (t.lora != null) shrink(t, lora);
-        pool.run(t, (t.out + NB - 1) / NB);
-        t.y = t.x = t.w = t.bias = null;
-        t.lora = null;
+    /**
+     * W [out, in] repacked for the broadcast-form GEMM: {@code panels} panels of NR columns,
+     * each k-major ({@code data[(p·in + k)·NR + j] = W[p·NR + j, k]}); columns past {@code out}
+     * in the last panel are zero. Lives as long as the weight tensor that holds it.
+     */
+    static final class Packed {
+        final MemorySegment source; // the [out, in] data it was packed from
+        final MemorySegment data;
+        final int out, in, panels;
+
+        Packed(MemorySegment source, int out, int in) {
+            this.source = source;
+            this.out = out;
+            this.in = in;
+            this.panels = (out + NR - 1) / NR;
+            this.data = Arena.ofAuto().allocate((long) panels * in * NR * 4, 64);
+        }
     }
 
-    /** LoRA shrink for every segment: v[i, 0..r) = A·x[i] (the "SGMV shrink"), into t.v. */
+    @Override
+    public void linear(Tensor y, Tensor x, int rows, Tensor w, Tensor bias, Lora lora, boolean gelu) {
+        if (rows <= 0) return;
+        Lora ad = lora != null && lora.count > 0 ? lora : null;
+        if (!packWeights) {
+            LinearTask t = linearTask;
+            t.y = y.data; t.x = x.data; t.w = w.toF32().data; t.bias = bias == null ? null : bias.data;
+            t.rows = rows; t.out = (int) w.dim(0); t.in = (int) w.dim(1); t.gelu = gelu;
+            t.lora = ad;
+            if (ad != null) shrink(t, ad);
+            pool.run(t, (t.out + NB - 1) / NB);
+            t.y = t.x = t.w = t.bias = null;
+            t.lora = null;
+            return;
+        }
+        Packed p = packed(w);
+        GemmTask g = gemmTask;
+        g.y = y.data; g.x = x.data; g.bias = bias == null ? null : bias.data; g.w = p.data;
+        g.rows = rows; g.out = p.out; g.in = p.in; g.panels = p.panels; g.gelu = gelu;
+        g.tiles = (rows + MR - 1) / MR;
+        long xpFloats = (long) g.tiles * MR * g.in;
+        if (g.xp == null || g.xp.byteSize() < xpFloats * 4) g.xp = Arena.ofAuto().allocate(Math.max(xpFloats, 1024) * 4, 64);
+        g.lora = ad;
+        if (ad != null) g.prepareLora(ad);
+        // row blocks sized for L2; panel groups so that there are enough chunks for every thread
+        g.blockTiles = Math.max(1, Math.min(g.tiles, X_BLOCK_BYTES / (MR * g.in * 4)));
+        int rowBlocks = (g.tiles + g.blockTiles - 1) / g.blockTiles;
+        int want = pool.threads() == 1 ? 1 : pool.threads() * 4;
+        int groups = rowBlocks >= want ? 1 : Math.min(g.panels, (want + rowBlocks - 1) / rowBlocks);
+        g.groupPanels = (g.panels + groups - 1) / groups;
+        groups = (g.panels + g.groupPanels - 1) / g.groupPanels;
+        g.rowBlocks = rowBlocks;
+        g.phase = GemmTask.PACK_X;
+        pool.run(g, Math.min(g.tiles, pool.threads() * 4));
+        g.phase = GemmTask.MULTIPLY;
+        pool.run(g, rowBlocks * groups);
+        g.y = g.x = g.bias = g.w = null;
+        g.lora = null;
+    }
+
+    /** The packed panels of {@code w}, packing them on first use (in parallel; once per weight). */
+    private Packed packed(Tensor w) {
+        if (w.device instanceof Packed p && p.source == w.data) return p;
+        if (w.rank() != 2) throw new IllegalArgumentException("linear weight must be [out, in], got " + w);
+        Tensor f = w.toF32();
+        Packed p = new Packed(w.data, (int) w.dim(0), (int) w.dim(1));
+        packTask.w = f.data; packTask.p = p;
+        pool.run(packTask, p.panels);
+        packTask.w = null; packTask.p = null;
+        w.device = p;
+        return p;
+    }
+
+    /** Repacks W [out, in] into k-major panels; a chunk is one panel. */
+    static final class PackTask implements Parallel.Task {
+        MemorySegment w;
+        Packed p;
+
+        @Override
+        public void run(int panel, int worker) {
+            int in = p.in, o0 = panel * NR;
+            long base = (long) panel * in * NR;
+            for (int j = 0; j < NR; j++) {
+                int o = o0 + j;
+                if (o < p.out) {
+                    long src = (long) o * in;
+                    for (int k = 0; k < in; k++) p.data.setAtIndex(Tensor.F32, base + (long) k * NR + j, w.getAtIndex(Tensor.F32, src + k));
+                } else {
+                    for (int k = 0; k < in; k++) p.data.setAtIndex(Tensor.F32, base + (long) k * NR + j, 0f);
+                }
+            }
+        }
+    }
+
+    /** The broadcast-form GEMM with its fused epilogue; two phases (pack x, multiply). */
+    final class GemmTask implements Parallel.Task {
+        static final int PACK_X = 0, MULTIPLY = 1;
+        int phase;
+        MemorySegment y, x, bias, w;  // w: packed panels
+        MemorySegment xp;             // x in tiles of MR rows, k-major: [tiles, in, MR]
+        int rows, out, in, panels, tiles, blockTiles, rowBlocks, groupPanels;
+        boolean gelu;
+        // LoRA: per row, its segment (or -1); v = A·x per row (the "shrink"); Bᵀ per segment
+        Lora lora;
+        int[] seg = new int[16];
+        float[] v = new float[16];    // [rows, vStride]
+        int vStride;
+        float[] bt = new float[16];   // segment s at btOff[s]: [r_s, outPad], Bᵀ scaled by scale[s]
+        int[] btOff = new int[4];
+        int outPad;
+        // per worker: a full MR×NR tile for edge tiles (rows past `rows`, columns past `out`)
+        MemorySegment[] edge = new MemorySegment[0];
+
+        void prepareLora(Lora ad) {
+            int maxR = ad.maxRank();
+            if (seg.length < rows) seg = new int[rows];
+            Arrays.fill(seg, 0, rows, -1);
+            for (int s = ad.count - 1; s >= 0; s--) // the first segment that holds a row wins, as in the reference
+                for (int i = Math.max(0, ad.rowStart[s]); i < ad.rowEnd[s] && i < rows; i++) seg[i] = s;
+            vStride = maxR;
+            if (v.length < rows * maxR) v = new float[rows * maxR];
+            outPad = panels * NR;
+            if (btOff.length < ad.count) btOff = new int[ad.count];
+            int total = 0;
+            for (int s = 0; s < ad.count; s++) { btOff[s] = total; total += (int) ad.a[s].dim(0) * outPad; }
+            if (bt.length < total) bt = new float[total];
+            for (int s = 0; s < ad.count; s++) { // Bᵀ·scale, zero-padded to whole panels
+                Tensor b = ad.b[s];
+                int r = (int) b.dim(1);
+                float sc = ad.scale[s];
+                int off = btOff[s];
+                Arrays.fill(bt, off, off + r * outPad, 0f);
+                for (int o = 0; o < out; o++)
+                    for (int k = 0; k < r; k++) bt[off + k * outPad + o] = sc * b.data.getAtIndex(Tensor.F32, (long) o * r + k);
+            }
+            // the shrink v = A·x, row-parallel (SGMV shrink)
+            rowsTask.op = RowsTask.SHRINK_PACKED; rowsTask.gemm = this; rowsTask.rows = rows;
+            pool.run(rowsTask, chunksFor(rows));
+            rowsTask.gemm = null;
+        }
+
+        void shrinkRow(int i) {
+            int sg = seg[i];
+            if (sg >= 0) loraShrink(lora, sg, i, x, in, v, i * vStride);
+        }
+
+        @Override
+        public void run(int chunk, int worker) {
+            if (phase == PACK_X) { packX(chunk); return; }
+            int rb = chunk % rowBlocks, pg = chunk / rowBlocks;
+            int t0 = rb * blockTiles, t1 = Math.min(tiles, t0 + blockTiles);
+            int p0 = pg * groupPanels, p1 = Math.min(panels, p0 + groupPanels);
+            MemorySegment e = edge[worker];
+            for (int p = p0; p < p1; p++) {
+                int o = p * NR, cols = Math.min(NR, out - o);
+                long wb = (long) p * in * NR;
+                for (int t = t0; t < t1; t++) {
+                    int i = t * MR, n = Math.min(MR, rows - i);
+                    long xb = (long) t * in * MR;
+                    if (n == MR && cols == NR) {
+                        kernel(xp, xb, w, wb, in, y, (long) i * out + o, out);
+                        epilogue(y, (long) i * out + o, out, i, n, o, cols);
+                    } else { // edge tile: compute into scratch, copy the valid part, then finish it in y
+                        kernel(xp, xb, w, wb, in, e, 0, NR);
+                        for (int r = 0; r < n; r++)
+                            MemorySegment.copy(e, (long) r * NR * 4, y, ((long) (i + r) * out + o) * 4, (long) cols * 4);
+                        epilogue(y, (long) i * out + o, out, i, n, o, cols);
+                    }
+                }
+            }
+        }
+
+        /** x rows of tile t into xp[t][k][r] (rows past {@code rows} are zero). */
+        private void packX(int chunk) {
+            int n = Math.min(tiles, pool.threads() * 4);
+            int ta = (int) ((long) tiles * chunk / n), tb = (int) ((long) tiles * (chunk + 1) / n);
+            for (int t = ta; t < tb; t++) {
+                long base = (long) t * in * MR;
+                for (int r = 0; r < MR; r++) {
+                    int i = t * MR + r;
+                    if (i < rows) {
+                        long src = (long) i * in;
+                        for (int k = 0; k < in; k++) xp.setAtIndex(Tensor.F32, base + (long) k * MR + r, x.getAtIndex(Tensor.F32, src + k));
+                    } else {
+                        for (int k = 0; k < in; k++) xp.setAtIndex(Tensor.F32, base + (long) k * MR + r, 0f);
+                    }
+                }
+            }
+        }
+
+        /** bias, LoRA expand, GELU on the n×cols tile at {@code dst[off]} (row stride ld), rows i.., columns o.. */
+        private void epilogue(MemorySegment dst, long off, int ld, int i, int n, int o, int cols) {
+            if (bias == null && lora == null && !gelu) return;
+            int vb = cols == NR ? NR : S.loopBound(cols);
+            for (int r = 0; r < n; r++) {
+                long row = off + (long) r * ld;
+                int sg = lora == null ? -1 : seg[i + r];
+                int c = 0;
+                for (; c < vb; c += L) {
+                    FloatVector a = load(dst, row + c);
+                    if (bias != null) a = a.add(load(bias, o + c));
+                    if (sg >= 0) a = a.add(expand(i + r, sg, o + c));
+                    if (gelu) a = CpuBackend.gelu(a);
+                    store(a, dst, row + c);
+                }
+                for (; c < cols; c++) {
+                    float a = dst.getAtIndex(Tensor.F32, row + c);
+                    if (bias != null) a += bias.getAtIndex(Tensor.F32, o + c);
+                    if (sg >= 0) {
+                        int r0 = (int) lora.a[sg].dim(0), bo = btOff[sg] + o + c, vo = (i + r) * vStride;
+                        for (int k = 0; k < r0; k++) a += v[vo + k] * bt[bo + k * outPad];
+                    }
+                    if (gelu) a = CpuBackend.gelu(a);
+                    dst.setAtIndex(Tensor.F32, row + c, a);
+                }
+            }
+        }
+
+        /** scale·(B·v)[col .. col+L) for row i of segment sg (Bᵀ already scaled). */
+        private FloatVector expand(int i, int sg, int col) {
+            int r = (int) lora.a[sg].dim(0), bo = btOff[sg] + col, vo = i * vStride;
+            FloatVector e = FloatVector.zero(S);
+            for (int k = 0; k < r; k++) e = FloatVector.fromArray(S, bt, bo + k * outPad).fma(FloatVector.broadcast(S, v[vo + k]), e);
+            return e;
+        }
+    }
+
+    /**
+     * The 6×NR micro-kernel: {@code dst[r, 0..NR) = Σ_k xp[k·6 + r] · wp[k·NR .. +NR)} for r in
+     * [0, 6), written at {@code dst[off + r·ld]}. 12 accumulators stay in registers over all of K.
+     */
+    static void kernel(MemorySegment xp, long xb, MemorySegment wp, long wb, int k, MemorySegment dst, long off, int ld) {
+        FloatVector c00 = FloatVector.zero(S), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+        FloatVector c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+        for (int kk = 0; kk < k; kk++, xb += MR, wb += NR) {
+            FloatVector b0 = load(wp, wb), b1 = load(wp, wb + L);
+            FloatVector a = FloatVector.broadcast(S, xp.getAtIndex(Tensor.F32, xb));
+            c00 = a.fma(b0, c00); c01 = a.fma(b1, c01);
+            a = FloatVector.broadcast(S, xp.getAtIndex(Tensor.F32, xb + 1));
+            c10 = a.fma(b0, c10); c11 = a.fma(b1, c11);
+            a = FloatVector.broadcast(S, xp.getAtIndex(Tensor.F32, xb + 2));
+            c20 = a.fma(b0, c20); c21 = a.fma(b1, c21);
+            a = FloatVector.broadcast(S, xp.getAtIndex(Tensor.F32, xb + 3));
+            c30 = a.fma(b0, c30); c31 = a.fma(b1, c31);
+            a = FloatVector.broadcast(S, xp.getAtIndex(Tensor.F32, xb + 4));
+            c40 = a.fma(b0, c40); c41 = a.fma(b1, c41);
+            a = FloatVector.broadcast(S, xp.getAtIndex(Tensor.F32, xb + 5));
+            c50 = a.fma(b0, c50); c51 = a.fma(b1, c51);
+        }
+        store(c00, dst, off); store(c01, dst, off + L); off += ld;
+        store(c10, dst, off); store(c11, dst, off + L); off += ld;
+        store(c20, dst, off); store(c21, dst, off + L); off += ld;
+        store(c30, dst, off); store(c31, dst, off + L); off += ld;
+        store(c40, dst, off); store(c41, dst, off + L); off += ld;
+        store(c50, dst, off); store(c51, dst, off + L);
+    }
+
+    /** LoRA shrink for the dot form: v[i, 0..r) = A·x[i] (the "SGMV shrink"), into t.v. */
     private void shrink(LinearTask t, Lora lora) {
         int maxR = lora.maxRank();
         if (t.v == null || t.v.length < (long) t.rows * maxR) t.v = new float[Math.max(t.rows * maxR, 16)];
         if (t.seg == null || t.seg.length < t.rows) t.seg = new int[Math.max(t.rows, 16)];
-        java.util.Arrays.fill(t.seg, 0, t.rows, -1);
-        for (int s = 0; s < lora.count; s++)
-            for (int i = lora.rowStart[s]; i < lora.rowEnd[s] && i < t.rows; i++) t.seg[i] = s;
+        Arrays.fill(t.seg, 0, t.rows, -1);
+        for (int s = lora.count - 1; s >= 0; s--)
+            for (int i = Math.max(0, lora.rowStart[s]); i < lora.rowEnd[s] && i < t.rows; i++) t.seg[i] = s;
         t.vStride = maxR;
         rowsTask.op = RowsTask.SHRINK; rowsTask.lin = t; rowsTask.rows = t.rows;
         pool.run(rowsTask, chunksFor(t.rows));
         rowsTask.lin = null;
     }
 
+    /** The dot form over W [out, in] read in place (the fallback; see the class comment). */
     final class LinearTask implements Parallel.Task {
         MemorySegment y, x, w, bias;
         int rows, out, in;
@@ -233,8 +563,10 @@ public final class CpuBackend implements Backend {
         t.c = (int) (q.numel() / q.dim(0));
         t.d = t.c / heads;
         int threads = pool.threads();
-        if (t.scores == null || t.scores.length < threads || t.scores[0].length < batch.maxLen) {
-            t.scores = new float[threads][Math.max(batch.maxLen, 64)];
+        int lp = (batch.maxLen + L - 1) / L * L;
+        if (t.kt.length < threads || t.kt[0].length < t.d * lp || t.s[0].length < 4 * lp) {
+            t.kt = new float[threads][Math.max(t.d * lp, 64)];
+            t.s = new float[threads][Math.max(4 * lp, 64)];
         }
         pool.run(t, batch.size * heads);
         t.out = t.q = t.k = t.v = null;
@@ -245,36 +577,104 @@ public final class CpuBackend implements Backend {
         MemorySegment out, q, k, v;
         Batch batch;
         int heads, c, d;
-        float[][] scores; // per worker: one row of attention probabilities
+        float[][] kt = new float[0][]; // per worker: Kᵀ of one head, [D, lp]
+        float[][] s = new float[0][];  // per worker: 4 rows of scores / probabilities, [4, lp]
 
         @Override
-        public void run(int chunk, int worker) {
-            float[] p = scores[worker]; // a chunk is one (sequence, head) pair
+        public void run(int chunk, int worker) { // a chunk is one (sequence, head) pair
             int b = chunk / heads, h = chunk % heads;
             int s0 = batch.start[b], len = batch.length(b);
+            int lp = (len + L - 1) / L * L;
+            float[] kt = this.kt[worker], sc = this.s[worker];
+            long hd = (long) h * d;
+            // Kᵀ of this head, zero past len
+            for (int j = 0; j < len; j++) {
+                long kr = (long) (s0 + j) * c + hd;
+                for (int e = 0; e < d; e++) kt[e * lp + j] = k.getAtIndex(Tensor.F32, kr + e);
+            }
+            for (int e = 0; e < d; e++) Arrays.fill(kt, e * lp + len, e * lp + lp, 0f);
             float scale = (float) (1.0 / Math.sqrt(d));
-            for (int i = 0; i < len; i++) {
-                long qi = (long) (s0 + i) * c + h * d;
-                float max = Float.NEGATIVE_INFINITY;
-                for (int j = 0; j < len; j++) {
-                    float s = dot(q, qi, k, (long) (s0 + j) * c + h * d, d) * scale;
-                    p[j] = s;
-                    if (s > max) max = s;
+            for (int i = 0; i < len; i += 4) {
+                int n = Math.min(4, len - i);
+                scores(kt, sc, lp, s0 + i, n, hd);
+                for (int r = 0; r < n; r++) softmax(sc, r * lp, len, lp, scale);
+                weighted(sc, lp, s0, s0 + i, n, len, hd);
+            }
+        }
+
+        /** sc[r, j] = q[row0 + r]·k[j] (head columns) for r < n, all j < lp (pad lanes get 0). */
+        private void scores(float[] kt, float[] sc, int lp, int row0, int n, long hd) {
+            long q0 = (long) row0 * c + hd, q1 = q0 + c, q2 = q1 + c, q3 = q2 + c;
+            if (n == 4) {
+                for (int j = 0; j < lp; j += L) {
+                    FloatVector a0 = FloatVector.zero(S), a1 = a0, a2 = a0, a3 = a0;
+                    for (int e = 0; e < d; e++) {
+                        FloatVector kv = FloatVector.fromArray(S, kt, e * lp + j);
+                        a0 = FloatVector.broadcast(S, q.getAtIndex(Tensor.F32, q0 + e)).fma(kv, a0);
+                        a1 = FloatVector.broadcast(S, q.getAtIndex(Tensor.F32, q1 + e)).fma(kv, a1);
+                        a2 = FloatVector.broadcast(S, q.getAtIndex(Tensor.F32, q2 + e)).fma(kv, a2);
+                        a3 = FloatVector.broadcast(S, q.getAtIndex(Tensor.F32, q3 + e)).fma(kv, a3);
+                    }
+                    a0.intoArray(sc, j); a1.intoArray(sc, lp + j); a2.intoArray(sc, 2 * lp + j); a3.intoArray(sc, 3 * lp + j);
                 }
-                float sum = 0;
-                for (int j = 0; j < len; j++) { float e = (float) Math.exp(p[j] - max); p[j] = e; sum += e; }
-                float inv = 1f / sum;
-                // out[i] = Σ_j p_j · v[j], vectorized over the head's D columns
-                int e = 0;
-                for (int bound = S.loopBound(d); e < bound; e += L) {
-                    FloatVector a = FloatVector.zero(S);
-                    for (int j = 0; j < len; j++) a = load(v, (long) (s0 + j) * c + h * d + e).fma(FloatVector.broadcast(S, p[j]), a);
-                    a.mul(inv).intoMemorySegment(out, (qi + e) * 4, LE);
+            } else {
+                for (int r = 0; r < n; r++) {
+                    long qr = q0 + (long) r * c;
+                    for (int j = 0; j < lp; j += L) {
+                        FloatVector a = FloatVector.zero(S);
+                        for (int e = 0; e < d; e++)
+                            a = FloatVector.broadcast(S, q.getAtIndex(Tensor.F32, qr + e)).fma(FloatVector.fromArray(S, kt, e * lp + j), a);
+                        a.intoArray(sc, r * lp + j);
+                    }
                 }
-                for (; e < d; e++) {
+            }
+        }
+
+        /** In place on sc[o .. o+lp): p_j = exp((s_j − max)·scale) / Σ, over j < len; pad lanes become 0. */
+        private void softmax(float[] sc, int o, int len, int lp, float scale) {
+            for (int j = len; j < lp; j++) sc[o + j] = Float.NEGATIVE_INFINITY;
+            FloatVector m = FloatVector.broadcast(S, Float.NEGATIVE_INFINITY);
+            for (int j = 0; j < lp; j += L) m = m.max(FloatVector.fromArray(S, sc, o + j));
+            float max = m.reduceLanes(VectorOperators.MAX);
+            FloatVector mv = FloatVector.broadcast(S, max), sv = FloatVector.broadcast(S, scale);
+            FloatVector sum = FloatVector.zero(S);
+            for (int j = 0; j < lp; j += L) {
+                FloatVector e = FloatVector.fromArray(S, sc, o + j).sub(mv).mul(sv).lanewise(VectorOperators.EXP);
+                e.intoArray(sc, o + j);
+                sum = sum.add(e);
+            }
+            float inv = 1f / sum.reduceLanes(VectorOperators.ADD);
+            for (int j = 0; j < lp; j += L) FloatVector.fromArray(S, sc, o + j).mul(inv).intoArray(sc, o + j);
+        }
+
+        /** out[row0 + r, head] = Σ_j p[r, j] · v[s0 + j, head] for r < n. */
+        private void weighted(float[] sc, int lp, int s0, int row0, int n, int len, long hd) {
+            int e = 0;
+            for (int bound = S.loopBound(d); e < bound; e += L) {
+                if (n == 4) {
+                    FloatVector a0 = FloatVector.zero(S), a1 = a0, a2 = a0, a3 = a0;
+                    for (int j = 0; j < len; j++) {
+                        FloatVector vv = load(v, (long) (s0 + j) * c + hd + e);
+                        a0 = FloatVector.broadcast(S, sc[j]).fma(vv, a0);
+                        a1 = FloatVector.broadcast(S, sc[lp + j]).fma(vv, a1);
+                        a2 = FloatVector.broadcast(S, sc[2 * lp + j]).fma(vv, a2);
+                        a3 = FloatVector.broadcast(S, sc[3 * lp + j]).fma(vv, a3);
+                    }
+                    long o = (long) row0 * c + hd + e;
+                    store(a0, out, o); store(a1, out, o + c); store(a2, out, o + 2L * c); store(a3, out, o + 3L * c);
+                } else {
+                    for (int r = 0; r < n; r++) {
+                        FloatVector a = FloatVector.zero(S);
+                        for (int j = 0; j < len; j++) a = FloatVector.broadcast(S, sc[r * lp + j]).fma(load(v, (long) (s0 + j) * c + hd + e), a);
+                        store(a, out, (long) (row0 + r) * c + hd + e);
+                    }
+                }
+            }
+            for (; e < d; e++) { // D tail
+                for (int r = 0; r < n; r++) {
                     float a = 0;
-                    for (int j = 0; j < len; j++) a += p[j] * v.getAtIndex(Tensor.F32, (long) (s0 + j) * c + h * d + e);
-                    out.setAtIndex(Tensor.F32, qi + e, a * inv);
+                    for (int j = 0; j < len; j++) a += sc[r * lp + j] * v.getAtIndex(Tensor.F32, (long) (s0 + j) * c + hd + e);
+                    out.setAtIndex(Tensor.F32, (long) (row0 + r) * c + hd + e, a);
                 }
             }
         }
@@ -324,13 +724,14 @@ public final class CpuBackend implements Backend {
 
     /** Row-parallel ops; a chunk is a contiguous range of rows. */
     final class RowsTask implements Parallel.Task {
-        static final int EMBED = 0, ADD_LN = 1, POOL_MEAN = 2, POOL_CLS = 3, L2 = 4, SHRINK = 5;
+        static final int EMBED = 0, ADD_LN = 1, POOL_MEAN = 2, POOL_CLS = 3, L2 = 4, SHRINK = 5, SHRINK_PACKED = 6;
         int op, rows, c;
         MemorySegment out, x, residual, word, pos, type, gamma, beta;
         int[] ids, positions, types;
         float eps;
         Batch batch;
         LinearTask lin;
+        GemmTask gemm;
 
         void clear() {
             out = x = residual = word = pos = type = gamma = beta = null;
@@ -350,6 +751,7 @@ public final class CpuBackend implements Backend {
                     case POOL_CLS -> MemorySegment.copy(x, (long) batch.start[i] * c * 4, out, (long) i * c * 4, (long) c * 4);
                     case L2 -> l2Row(i);
                     case SHRINK -> shrinkRow(i);
+                    case SHRINK_PACKED -> gemm.shrinkRow(i);
                     default -> throw new IllegalStateException("op " + op);
                 }
             }
@@ -425,11 +827,36 @@ public final class CpuBackend implements Backend {
 
         private void shrinkRow(int i) {
             int sg = lin.seg[i];
-            if (sg < 0) return;
-            Tensor a = lin.lora.a[sg];
-            int r = (int) a.dim(0);
-            for (int k = 0; k < r; k++)
-                lin.v[i * lin.vStride + k] = dot(a.data, (long) k * lin.in, lin.x, (long) i * lin.in, lin.in);
+            if (sg >= 0) loraShrink(lin.lora, sg, i, lin.x, lin.in, lin.v, i * lin.vStride);
         }
     }
+
+    // ---------------------------------------------------------------- training (backward): CpuTraining
+
+    @Override public void gelu(Tensor out, Tensor x, int rows) { training.gelu(out, x, rows, false, null); }
+
+    @Override public void geluBackward(Tensor dx, Tensor dy, Tensor x, int rows) { training.gelu(dx, x, rows, true, dy); }
+
+    @Override
+    public void linearBackward(Tensor dx, boolean accumulate, Tensor dy, Tensor x, int rows, Tensor w, Lora lora) {
+        training.linearBackward(dx, accumulate, dy, x, rows, w, lora);
+    }
+
+    @Override
+    public void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor q, Tensor k, Tensor v, Batch batch, int heads) {
+        training.attentionBackward(dq, dk, dv, dout, q, k, v, batch, heads);
+    }
+
+    @Override
+    public void addLayerNormBackward(Tensor dsum, Tensor dy, Tensor x, Tensor residual, int rows, Tensor gamma, float eps) {
+        training.addLayerNormBackward(dsum, dy, x, residual, rows, gamma, eps);
+    }
+
+    @Override public void poolBackward(Tensor dh, Tensor dpooled, Batch batch, Pooling mode) { training.poolBackward(dh, dpooled, batch, mode); }
+
+    @Override public void l2NormalizeBackward(Tensor dx, Tensor dy, Tensor x, int rows) { training.l2NormalizeBackward(dx, dy, x, rows); }
+
+    @Override public void add(Tensor dst, Tensor src, long n) { training.add(dst, src, n); }
+
+    @Override public void copy(Tensor dst, Tensor src, long n) { MemorySegment.copy(src.data, 0, dst.data, 0, n * 4); }
 }
