@@ -45,6 +45,13 @@ public final class Main {
                   directory after checking it against the model.
               rr experts remove NAME [--experts DIR]
                   The experts directory defaults to $RR_EXPERTS, else the repository's experts/.
+              rr train-expert --data DIR [--data DIR...] --name NAME [--base MODEL] [--epochs N]
+                       [--batch N] [--lr X] [--rank R] [--alpha A] [--targets query,value,...]
+                       [--max-train N] [--validate-every N] [--seed N] [--out DIR] [--experts DIR]
+                  Trains a LoRA expert (several --data: one multi-task expert) on BEIR train
+                  qrels or generated queries; writes the best adapter (by dev nDCG@10) in
+                  PEFT layout to --out (default: the experts directory / NAME). Resumes from
+                  its checkpoint when interrupted.
               rr convert SOURCE --out DIR [--tokenizer FILE] [--pooling mean|cls] [--normalize]
                        [--max-length N]
                   SOURCE: an .onnx BERT export, a pytorch_model.bin (config.json beside it), a
@@ -93,6 +100,7 @@ public final class Main {
             case "embed" -> embed(argv, out);
             case "convert" -> convert(argv, out);
             case "experts" -> experts(argv, out);
+            case "train-expert" -> trainExpert(argv, out);
             default -> throw new Args.UsageException("unknown command '" + argv[0] + "'");
         };
     }
@@ -165,6 +173,53 @@ public final class Main {
             default -> throw new Args.UsageException("unknown experts command '" + argv[1] + "' (list, add, remove)");
         }
         return 0;
+    }
+
+    static int trainExpert(String[] argv, PrintStream out) throws IOException {
+        Args a = Args.parse(argv, 1, Set.of("data", "name", "base", "model", "epochs", "batch", "lr", "rank", "alpha", "targets", "max-train",
+                "validate-every", "seed", "out", "experts", "checkpoint", "backend", "threads", "dev-fraction", "max-dev"), Set.of());
+        if (!a.positional.isEmpty()) throw new Args.UsageException("train-expert takes no positional arguments: " + a.positional);
+        if (a.all("data").isEmpty()) throw new Args.UsageException("train-expert needs --data DIR (one or more)");
+        String name = a.get("name");
+        if (name == null) throw new Args.UsageException("train-expert needs --name NAME");
+        if (!name.matches("[A-Za-z0-9][A-Za-z0-9._-]{0,63}") || name.equals("base") || name.equals("auto"))
+            throw new Args.UsageException("bad expert name '" + name + "'");
+        java.util.List<rrj.model.Bert.Target> targets = new java.util.ArrayList<>();
+        for (String t : (a.get("targets") == null ? "query,value" : a.get("targets")).split(",")) {
+            rrj.model.Bert.Target found = null;
+            for (rrj.model.Bert.Target x : rrj.model.Bert.Target.values())
+                if (x.module.equals(t) || x.module.equals("attention.self." + t)) found = x;
+            if (found == null) throw new Args.UsageException("--targets: unknown module '" + t + "' (query, key, value, attention.output.dense, intermediate.dense, output.dense)");
+            targets.add(found);
+        }
+        rrj.model.LoraTrainer.Hyper d = rrj.model.LoraTrainer.Hyper.defaults();
+        rrj.model.LoraTrainer.Hyper h = new rrj.model.LoraTrainer.Hyper(a.getInt("rank", d.rank(), 1, 1024),
+                a.get("alpha") == null ? d.alpha() : number(a, "alpha"), targets, a.get("lr") == null ? d.lr() : number(a, "lr"),
+                d.weightDecay(), d.warmupFraction(), d.dropout(), d.temperature(), d.clipNorm(), a.getInt("seed", (int) d.seed(), 0, Integer.MAX_VALUE));
+        Path outDir = a.get("out") != null ? Path.of(a.get("out")) : expertsDir(a).resolve(name);
+        Path ckpt = a.get("checkpoint") != null ? Path.of(a.get("checkpoint")) : DefaultModel.cacheDir().resolve("train").resolve(name);
+        java.util.List<Path> data = new java.util.ArrayList<>();
+        for (String x : a.all("data")) data.add(Path.of(x));
+        String base = a.get("base") != null ? a.get("base") : a.get("model");
+        Path modelDir = base != null ? Path.of(base) : DefaultModel.ensure();
+        try (Backend backend = backend(a); Encoder enc = Encoder.open(modelDir, backend, null, null, null)) {
+            rrj.router.ExpertTraining.Options o = new rrj.router.ExpertTraining.Options(name, data, outDir, ckpt,
+                    DefaultModel.cacheDir().resolve("index"), a.getInt("epochs", 1, 1, 1000), a.getInt("batch", 32, 2, 4096),
+                    a.getInt("max-train", 0, 0, Integer.MAX_VALUE), a.get("dev-fraction") == null ? 0.1 : number(a, "dev-fraction"),
+                    a.getInt("max-dev", 200, 1, 1_000_000), a.getInt("validate-every", 50, 1, 1_000_000), h, System.err);
+            rrj.router.ExpertTraining.Result r = rrj.router.ExpertTraining.run(enc, o);
+            out.printf("trained expert %s: best dev nDCG@10 %.4f at step %d of %d, %.0f s; adapter in %s%n",
+                    name, r.bestDev(), r.bestStep(), r.steps(), r.seconds(), outDir);
+        }
+        return 0;
+    }
+
+    static double number(Args a, String name) {
+        try {
+            return Double.parseDouble(a.get(name));
+        } catch (NumberFormatException e) {
+            throw new Args.UsageException("--" + name + " must be a number, got '" + a.get(name) + "'");
+        }
     }
 
     static int convert(String[] argv, PrintStream out) throws IOException {

@@ -44,7 +44,8 @@ class KernelParityTest {
         Random r = new Random(1);
         // rows: below, at and past the 6-row tile; out: below, at and past the 16-column panel; K tails
         int[][] shapes = {{1, 1, 1}, {1, 7, 3}, {2, 9, 5}, {3, 8, 4}, {5, 17, 13}, {6, 16, 16}, {7, 64, 66}, {12, 33, 32},
-                {16, 384, 384}, {13, 100, 129}, {31, 768, 67}, {97, 48, 200}, {130, 65, 17}};
+                {16, 384, 384}, {13, 100, 129}, {31, 768, 67}, {97, 48, 200}, {130, 65, 17},
+                {50, 1700, 40}, {7, 769, 33}, {61, 1536, 48}}; // K past one K block (768): the accumulating kernel and its tail
         for (int[] s : shapes) {
             int m = s[0], in = s[1], out = s[2];
             Tensor x = rand(r, 1, m, in), w = rand(r, 0.2f, out, in), b = rand(r, 1, out);
@@ -96,8 +97,9 @@ class KernelParityTest {
     void loraWithGeluOnTileEdgesMatchesReference() {
         Random r = new Random(6);
         // out = 37: two full 16-column panels and a 5-column tail; rows 1..20 cross tile edges
-        int in = 29, out = 37;
-        for (int m : new int[]{1, 5, 6, 7, 20}) {
+        for (int in : new int[]{29, 1000}) // 1000: two K blocks, the epilogue after the last
+        for (int m : new int[]{1, 5, 6, 7, 20, 60}) {
+            int out = 37;
             Tensor x = rand(r, 1, m, in), w = rand(r, 0.2f, out, in), b = rand(r, 1, out);
             Lora lora = new Lora(1);
             lora.add(0, 1, rand(r, 0.3f, 1, in), rand(r, 0.3f, out, 1), 4f);             // rank 1 on row 0
@@ -106,7 +108,7 @@ class KernelParityTest {
             for (boolean gelu : new boolean[]{false, true}) {
                 float[] ref = runLinear(REF, x, w, b, m, out, gelu, lora);
                 for (Backend cpu : new Backend[]{CPU, CPU1, DOT})
-                    Check.close("lora m=" + m + " gelu=" + gelu + " " + cpu.describe(), runLinear(cpu, x, w, b, m, out, gelu, lora), ref, 1e-5, 1e-4);
+                    Check.close("lora in=" + in + " m=" + m + " gelu=" + gelu + " " + cpu.describe(), runLinear(cpu, x, w, b, m, out, gelu, lora), ref, 1e-5, 1e-4);
             }
         }
     }

@@ -264,6 +264,22 @@ public final class LoraAdapter {
         Files.move(tmp, out.resolve("adapter_config.json"), java.nio.file.StandardCopyOption.REPLACE_EXISTING, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
     }
 
+    /**
+     * PEFT's {@code target_modules} for a set of targets: the short names as a list, unless the
+     * layer's {@code output.dense} is targeted without {@code attention.output.dense} — as a
+     * list entry "output.dense" would match both (dotted-suffix rule), that case is a regex.
+     */
+    public static Object peftTargets(List<Bert.Target> targets) {
+        if (targets.contains(Bert.Target.OUTPUT) && !targets.contains(Bert.Target.ATTENTION_OUTPUT)) {
+            StringBuilder b = new StringBuilder(".*\\.layer\\.\\d+\\.(");
+            for (int i = 0; i < targets.size(); i++) b.append(i > 0 ? "|" : "").append(targets.get(i).module.replace(".", "\\."));
+            return b.append(")").toString();
+        }
+        List<Object> out = new ArrayList<>();
+        for (Bert.Target t : targets) out.add(t.module.startsWith("attention.self.") ? t.module.substring(15) : t.module);
+        return out;
+    }
+
     /** A PEFT adapter_config.json for a uniform adapter (one r and alpha for every target). */
     public static Map<String, Object> peftConfig(int r, double alpha, boolean rslora, List<String> targetModules, String baseModel) {
         Map<String, Object> c = new LinkedHashMap<>();

@@ -237,6 +237,7 @@ public final class TorchStateDict {
             case BF16 -> "BFloat16Storage";
             case I32 -> "IntStorage";
             case I64 -> "LongStorage";
+            case F64 -> "DoubleStorage";
         };
     }
 
