@@ -64,10 +64,13 @@ final class Parallel implements AutoCloseable {
             return;
         }
         int g = generation + 1;
+        // claim first: a worker still leaving the previous run may read the new chunk count, but
+        // its compare-and-set on the old claim must fail, or it would run (and count) a chunk of
+        // this run outside the claim protocol
+        claim.set((long) g << 32);
         task = t;
         chunks = n;
         done.set(0);
-        claim.set((long) g << 32);
         generation = g;
         for (int w = 0; w < workers.length; w++) if (sleeping.get(w) != 0) LockSupport.unpark(workers[w]);
         work(g, 0);
