@@ -22,7 +22,7 @@ public final class Backends {
                     throw new UnavailableException("backend 'cpu' needs the Vector API: run the JVM with --add-modules jdk.incubator.vector", e);
                 }
             }
-            case "cuda" -> throw new UnavailableException("backend 'cuda' is not available in this build (no CUDA backend yet); use --backend cpu", null);
+            case "cuda" -> rrj.engine.cuda.Cuda.open(threads); // one-line UnavailableException without a GPU, driver or cuBLAS
             default -> throw new IllegalArgumentException("unknown backend '" + name + "' (choose ref, cpu or cuda)");
         };
     }

@@ -130,7 +130,11 @@ public final class LoraTrainer {
                 x.dropout = (float) hyper.dropout();
                 x.seed = hyper.seed() * 0x9E3779B97F4A7C15L + step * 1_000_003L + l * 104_729L + t * 7_919L; // a fresh mask per step and module
             }
-        for (Tensor g : grads) g.data.fill((byte) 0);
+        for (Tensor g : grads) { // through the backend: on a device backend the gradients live in device memory
+            float[] zero = gradHost(g);
+            java.util.Arrays.fill(zero, 0f);
+            be.write(zero, 0, g, 0, zero.length);
+        }
         bert.forward(packed, batch, plan, bert.weights, trace);
         Tensor pooled = bert.pool(trace, batch, encoder.options.pooling(), encoder.options.normalize());
         float[] flat = new float[b * c];
@@ -151,7 +155,12 @@ public final class LoraTrainer {
     /** Global-norm clipping, then PyTorch's AdamW update on every A and B. */
     private void adamW() {
         double norm2 = 0;
-        for (Tensor g : grads) for (long i = 0; i < g.numel(); i++) { double x = g.getFloat(i); norm2 += x * x; }
+        Backend be = encoder.bert.backend();
+        for (Tensor g : grads) {
+            float[] h = gradHost(g);
+            be.read(g, 0, h, 0, h.length);
+            for (float x : h) norm2 += (double) x * x;
+        }
         double norm = Math.sqrt(norm2);
         if (!Double.isFinite(norm)) throw new DivergedException("gradient norm is " + norm + " at step " + (step + 1));
         double clip = norm > hyper.clipNorm() ? hyper.clipNorm() / (norm + 1e-6) : 1.0;
@@ -159,10 +168,11 @@ public final class LoraTrainer {
         int t = step + 1;
         double c1 = 1 - Math.pow(b1, t), c2 = 1 - Math.pow(b2, t);
         for (int p = 0; p < params.size(); p++) {
-            Tensor w = params.get(p), g = grads.get(p);
+            Tensor w = params.get(p);
+            float[] g = gradHost(grads.get(p));
             float[] mp = m.get(p), vp = v.get(p);
             for (int i = 0; i < mp.length; i++) {
-                double gi = g.getFloat(i) * clip;
+                double gi = g[i] * clip;
                 double wi = w.getFloat(i);
                 wi -= lr * hyper.weightDecay() * wi;
                 mp[i] = (float) (b1 * mp[i] + (1 - b1) * gi);
@@ -175,6 +185,13 @@ public final class LoraTrainer {
     }
 
     public double lastGradNorm;
+
+    private final java.util.IdentityHashMap<Tensor, float[]> gradCopies = new java.util.IdentityHashMap<>();
+
+    /** The host copy of a gradient tensor (read from the backend in {@link #adamW}). */
+    private float[] gradHost(Tensor g) {
+        return gradCopies.computeIfAbsent(g, t -> new float[Math.toIntExact(t.numel())]);
+    }
 
     // ------------------------------------------------------------------ checkpoints
 
