@@ -45,6 +45,33 @@ public final class Main {
                   directory after checking it against the model.
               rr experts remove NAME [--experts DIR]
                   The experts directory defaults to $RR_EXPERTS, else the repository's experts/.
+              rr search [--expert auto|base|NAME] [--k N] [--json] [--data DIR...] QUERY...
+                  Routes each query over the experts (auto, when a pilot table exists), encodes it
+                  with the chosen expert and prints the top hits of the --data corpora (default:
+                  the bundled SciFact and ArguAna), with the per-expert routing scores. Corpus
+                  indexes are built by the base encoder on first use and cached.
+              rr route [--json] QUERY...
+                  Which expert each query goes to, with the per-expert scores.
+              rr index [--data DIR...] [--index-cache DIR]
+                  Builds (or checks and reuses) the corpus indexes.
+              rr pilots build [--data DIR...] [--max-queries N] [--seed N] [--out FILE]
+                  Scores every training query under every expert and writes the pilot table
+                  (DESIGN §2) to the experts directory's pilots.safetensors.
+              rr eval [--data DIR...] [--methods base,router,...] [--split test] [--recall]
+                      [--max-queries N] [--json FILE] [--plot FILE.svg]
+                  nDCG@10 (and Recall@100) per method and dataset, as the paper's tables.
+                  Methods: base, router, router-nearest, dataset-router, dataset-oracle,
+                  instance-oracle, and any expert's name.
+              All of these take [--model DIR] [--experts DIR] [--max-length N] [--backend ref|cpu]
+              [--threads N].
+              rr serve [--host 127.0.0.1] [--port 8080] [--model DIR] [--experts DIR] [--data DIR...]
+                       [--max-batch-tokens N] [--max-queue N] [--max-inputs N] [--max-body-bytes N]
+                       [--no-truncate] [--api-key KEY] [--backend ref|cpu] [--threads N]
+                  HTTP server: POST /v1/embeddings (OpenAI's API; model = the model's name, base,
+                  an expert, or auto), POST /route, POST /search, GET /health, /info, /metrics.
+                  Concurrent requests are batched dynamically; --api-key (or $RR_API_KEY) asks
+                  for 'Authorization: Bearer KEY'. SIGTERM or ctrl-C: finish accepted requests,
+                  exit 0.
               rr train-expert --data DIR [--data DIR...] --name NAME [--base MODEL] [--epochs N]
                        [--batch N] [--lr X] [--rank R] [--alpha A] [--targets query,value,...]
                        [--max-train N] [--validate-every N] [--seed N] [--out DIR] [--experts DIR]
@@ -101,6 +128,12 @@ public final class Main {
             case "convert" -> convert(argv, out);
             case "experts" -> experts(argv, out);
             case "train-expert" -> trainExpert(argv, out);
+            case "index" -> Retrieval.index(argv, out);
+            case "search" -> Retrieval.search(argv, out);
+            case "route" -> Retrieval.route(argv, out);
+            case "pilots" -> Retrieval.pilots(argv, out);
+            case "eval" -> Retrieval.eval(argv, out);
+            case "serve" -> rrj.app.serve.ServeCommand.run(argv, out, new rrj.app.serve.ServeCommand.Defaults(DefaultModel::ensure, DefaultModel.cacheDir(), Args.UsageException::new));
             default -> throw new Args.UsageException("unknown command '" + argv[0] + "'");
         };
     }

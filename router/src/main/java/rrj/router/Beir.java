@@ -184,6 +184,47 @@ public final class Beir {
         return new Corpus(file, passagePrefix, ids.toArray(new String[0]), texts.toArray(new String[0]));
     }
 
+    /** The titles of a corpus file in file order ("" where a document has none): for display. */
+    public static String[] readTitles(Path file) throws IOException {
+        List<String> titles = new ArrayList<>();
+        try (BufferedReader r = reader(file)) {
+            String line;
+            int lineNo = 0;
+            while ((line = r.readLine()) != null) {
+                lineNo++;
+                if (line.isBlank()) continue;
+                String t = string(file, lineNo, object(file, lineNo, line), "title", false);
+                titles.add(t == null ? "" : t);
+            }
+        }
+        return titles.toArray(new String[0]);
+    }
+
+    /**
+     * The training queries of a dataset: {@code qrels/train.tsv} when there is one, else the
+     * generated queries; at most {@code limit} of them (≤ 0: all), a seeded sample, in file order.
+     */
+    public static Queries trainingQueries(Path dir, String queryPrefix, int limit, long seed, PrintStream warn) throws IOException {
+        Queries q;
+        if (Files.exists(dir.resolve("qrels/train.tsv")) || Files.exists(dir.resolve("qrels/train.tsv.gz")))
+            q = load(dir, "train", queryPrefix, "", warn).queries();
+        else if (Files.exists(dir.resolve("generated-queries.train.jsonl")) || Files.exists(dir.resolve("generated-queries.train.jsonl.gz")))
+            q = loadGeneratedQueries(dir.resolve("generated-queries.train.jsonl"), queryPrefix, 0);
+        else
+            throw new NoSuchFileException(dir.toString(), null, "no training data (expected qrels/train.tsv or generated-queries.train.jsonl[.gz])");
+        if (limit <= 0 || q.size() <= limit) return q;
+        int[] idx = new int[q.size()];
+        for (int i = 0; i < idx.length; i++) idx[i] = i;
+        java.util.SplittableRandom r = new java.util.SplittableRandom(seed);
+        for (int i = 0; i < limit; i++) { int j = i + r.nextInt(idx.length - i); int t = idx[i]; idx[i] = idx[j]; idx[j] = t; }
+        int[] keep = java.util.Arrays.copyOf(idx, limit);
+        java.util.Arrays.sort(keep);
+        String[] ids = new String[limit], texts = new String[limit];
+        List<Map<String, Integer>> qrels = new ArrayList<>(limit);
+        for (int i = 0; i < limit; i++) { ids[i] = q.ids()[keep[i]]; texts[i] = q.texts()[keep[i]]; qrels.add(q.qrels().get(keep[i])); }
+        return new Queries(ids, texts, qrels);
+    }
+
     /** Reads a queries file into id → text (file order). */
     public static Map<String, String> readQueries(Path file) throws IOException {
         Map<String, String> out = new LinkedHashMap<>();

@@ -40,6 +40,9 @@ public final class Evaluation {
         /** Expert names in configured order (empty for a base-only encoder). */
         List<String> experts();
 
+        /** Further experts that are not routing options but can be evaluated alone (a multi-task baseline). */
+        default List<String> others() { return List.of(); }
+
         /** One embedding per query; {@code expertPerQuery[i]} names query i's expert or is null (base). */
         float[][] encode(List<String> queries, String[] expertPerQuery);
     }
@@ -97,7 +100,7 @@ public final class Evaluation {
     /** Runs every asked method on every test set. */
     public static Map<String, Map<String, Map<String, Double>>> run(QueryEncoder enc, Backend backend, List<TestSet> sets, Options o) {
         List<String> experts = enc.experts();
-        List<String> methods = methods(experts, o);
+        List<String> methods = methods(experts, enc.others(), o);
         if (o.pilots() != null && !o.pilots().experts.equals(experts))
             throw new IllegalArgumentException("pilot table experts " + o.pilots().experts + " differ from the encoder's " + experts);
         if (o.datasetRouter() != null && !o.datasetRouter().experts.equals(experts))
@@ -126,6 +129,12 @@ public final class Evaluation {
                 Arrays.fill(all, experts.get(g));
                 expertVals[g] = evaluate(search, ts, enc.encode(texts, all), computed, o);
                 put(out, experts.get(g), ts.name(), computed, expertVals[g], o.metrics());
+            }
+            for (String other : enc.others()) {
+                if (!methods.contains(other)) continue;
+                String[] all = new String[qs.size()];
+                Arrays.fill(all, other);
+                put(out, other, ts.name(), computed, evaluate(search, ts, enc.encode(texts, all), computed, o), o.metrics());
             }
             for (String m : List.of(ROUTER, ROUTER_NEAREST, DATASET_ROUTER)) {
                 if (!methods.contains(m)) continue;
@@ -227,19 +236,21 @@ public final class Evaluation {
             double[] v = vals[computed.indexOf(r)];
             double s = 0;
             for (double x : v) s += x;
-            m.put(r.label(), s / v.length);
+            m.put(r.key(), s / v.length);
         }
         byDataset.put(dataset, m);
     }
 
     /** The methods to run, in the paper's table order; asking for an unavailable one is an error. */
-    static List<String> methods(List<String> experts, Options o) {
-        for (String e : experts)
-            if (List.of(BASE, ROUTER, ROUTER_NEAREST, DATASET_ROUTER, DATASET_ORACLE, INSTANCE_ORACLE).contains(e))
+    static List<String> methods(List<String> experts, List<String> others, Options o) {
+        List<String> named = new ArrayList<>(experts);
+        named.addAll(others);
+        for (String e : named) // "base" may be an expert option: the base encoder, the same run as the method
+            if (List.of(ROUTER, ROUTER_NEAREST, DATASET_ROUTER, DATASET_ORACLE, INSTANCE_ORACLE).contains(e))
                 throw new IllegalArgumentException("expert name '" + e + "' is reserved for a method; rename the expert");
         List<String> available = new ArrayList<>();
         available.add(BASE);
-        available.addAll(experts);
+        for (String e : named) if (!e.equals(BASE)) available.add(e);
         if (o.pilots() != null) { available.add(ROUTER); available.add(ROUTER_NEAREST); }
         if (o.datasetRouter() != null) available.add(DATASET_ROUTER);
         if (!experts.isEmpty()) { available.add(DATASET_ORACLE); available.add(INSTANCE_ORACLE); }
@@ -369,7 +380,7 @@ public final class Evaluation {
 
     private static Double value(Map<String, Map<String, Double>> byDataset, String dataset, Metrics.Metric metric) {
         Map<String, Double> m = byDataset == null ? null : byDataset.get(dataset);
-        return m == null ? null : m.get(metric.label());
+        return m == null ? null : m.get(metric.key());
     }
 
     private static Double average(Map<String, Map<String, Double>> byDataset, List<String> datasets, Metrics.Metric metric) {

@@ -47,6 +47,9 @@ public final class Metrics {
             } + "@" + k;
         }
 
+        /** The key in JSON reports: the label in lower case ("ndcg@10", "recall@100"). */
+        public String key() { return label().toLowerCase(java.util.Locale.ROOT); }
+
         /** Parses a label ("ndcg@10", case-insensitive). */
         public static Metric parse(String s) {
             int at = s.indexOf('@');

@@ -87,7 +87,7 @@ public final class MtebCheck {
                     Evaluation.Options o = new Evaluation.Options(List.of(Metrics.Metric.NDCG_10), List.of(Evaluation.BASE),
                             Search.DEFAULT_K, true, null, null, null);
                     Map<String, Map<String, Map<String, Double>>> r = Evaluation.run(qe, backend, List.of(ts), o);
-                    double got = r.get(Evaluation.BASE).get(ds.name()).get("nDCG@10"), want = (Double) s[2];
+                    double got = r.get(Evaluation.BASE).get(ds.name()).get("ndcg@10"), want = (Double) s[2];
                     boolean pass = Math.abs(got - want) <= TOLERANCE + 1e-9;
                     ok &= pass;
                     lines.add(String.format(Locale.ROOT, "%-8s nDCG@10 %.2f (published %.1f, %s)  %d docs, %d queries; load+index %.0f s, queries+search %.0f s",

@@ -18,9 +18,11 @@ import java.util.Map;
  * {@link #embedRouted} then runs all of them as one mixed-expert batch — two forward passes
  * per query, however many experts the batch uses.
  *
- * <p>The expert options are the adapters of the expert table in configured order, preceded by
- * {@value #BASE} (the base encoder, no LoRA) when the experts directory's {@code experts.json}
- * says {@code "base_as_expert": true}. The pilot table must list exactly these options.
+ * <p>The routing options are, from the experts directory's {@code experts.json}: its
+ * {@code "routing"} list when there is one (expert names, and {@value #BASE} for the base
+ * encoder without LoRA); else every adapter in configured order, preceded by {@value #BASE} when
+ * it says {@code "base_as_expert": true}. Adapters left out of the routing list (a multi-task
+ * baseline, say) can still be asked for by name. The pilot table must list exactly the options.
  *
  * <p>Calls are serialised on the encoder (it owns one set of activation buffers).
  */
@@ -39,13 +41,26 @@ public final class Router implements Evaluation.QueryEncoder {
     public record Decision(String expert, List<String> options, double[] scores, float[] baseEmbedding) {}
 
     public Router(Encoder encoder, ExpertTable table, boolean baseAsExpert, Routing.PilotTable pilots) {
+        this(encoder, table, defaultOptions(table, baseAsExpert), pilots);
+    }
+
+    /** With explicit routing options (expert names and/or {@value #BASE}). */
+    public Router(Encoder encoder, ExpertTable table, List<String> routing, Routing.PilotTable pilots) {
         this.encoder = encoder;
         this.table = table;
+        for (String n : routing)
+            if (!n.equals(BASE) && !table.contains(n))
+                throw new IllegalArgumentException("routing option '" + n + "' is not a loaded expert (experts: " + String.join(", ", table.names()) + ")");
+        if (new java.util.HashSet<>(routing).size() != routing.size()) throw new IllegalArgumentException("duplicate routing options in " + routing);
+        this.options = List.copyOf(routing);
+        setPilots(pilots);
+    }
+
+    private static List<String> defaultOptions(ExpertTable table, boolean baseAsExpert) {
         List<String> o = new ArrayList<>();
         if (baseAsExpert) o.add(BASE);
         o.addAll(table.names());
-        this.options = List.copyOf(o);
-        setPilots(pilots);
+        return o;
     }
 
     /**
@@ -55,23 +70,30 @@ public final class Router implements Evaluation.QueryEncoder {
     public static Router open(Encoder encoder, Path expertsDir) throws IOException {
         ExpertTable t = ExpertTable.open(expertsDir, encoder.bert.config, encoder.bert.backend());
         Path p = expertsDir.resolve(PILOTS);
-        return new Router(encoder, t, baseAsExpert(expertsDir), Files.exists(p) ? Routing.PilotTable.load(p) : null);
-    }
-
-    /** Whether {@code dir/experts.json} says {@code "base_as_expert": true}. */
-    public static boolean baseAsExpert(Path expertsDir) throws IOException {
+        Routing.PilotTable pilots = Files.exists(p) ? Routing.PilotTable.load(p) : null;
         Path f = expertsDir.resolve("experts.json");
-        if (!Files.exists(f)) return false;
-        Map<String, Object> m;
-        try {
-            m = Json.parseObject(Files.readString(f));
-        } catch (Json.JsonException e) {
-            throw new IllegalArgumentException(f + ": not valid JSON: " + e.getMessage());
+        Map<String, Object> m = Map.of();
+        if (Files.exists(f)) {
+            try {
+                m = Json.parseObject(Files.readString(f));
+            } catch (Json.JsonException e) {
+                throw new IllegalArgumentException(f + ": not valid JSON: " + e.getMessage());
+            }
         }
-        Object v = m.get("base_as_expert");
-        if (v == null) return false;
-        if (!(v instanceof Boolean b)) throw new IllegalArgumentException(f + ": 'base_as_expert' must be true or false, got " + v);
-        return b;
+        Object base = m.get("base_as_expert");
+        if (base != null && !(base instanceof Boolean)) throw new IllegalArgumentException(f + ": 'base_as_expert' must be true or false, got " + base);
+        Object routing = m.get("routing");
+        if (routing == null) return new Router(encoder, t, Boolean.TRUE.equals(base), pilots);
+        if (!(routing instanceof List<?> l) || l.isEmpty()) throw new IllegalArgumentException(f + ": 'routing' must be a non-empty list of expert names");
+        List<String> names = new ArrayList<>();
+        for (Object o : l) {
+            if (!(o instanceof String n)) throw new IllegalArgumentException(f + ": 'routing' must list expert names, got " + o);
+            if (!n.equals(BASE) && !t.contains(n))
+                throw new IllegalArgumentException(f + ": 'routing' names '" + n + "' but " + expertsDir + " has no such adapter (experts: "
+                        + String.join(", ", t.names()) + ")");
+            names.add(n);
+        }
+        return new Router(encoder, t, names, pilots);
     }
 
     /** Replaces the pilot table (after building one); null = no routing. */
@@ -87,12 +109,28 @@ public final class Router implements Evaluation.QueryEncoder {
     @Override
     public List<String> experts() { return options; }
 
+    /** Loaded adapters that are not routing options: evaluable alone (e.g. a multi-task baseline). */
+    @Override
+    public List<String> others() {
+        List<String> o = new ArrayList<>();
+        for (String n : table.names()) if (!options.contains(n)) o.add(n);
+        return o;
+    }
+
     /** The adapter of an option name ({@value #BASE} or null → null); an error naming the options otherwise. */
     public LoraAdapter adapter(String name) {
         if (name == null || name.equals(BASE)) return null;
         if (!table.contains(name))
-            throw new IllegalArgumentException("unknown expert '" + name + "' (known: " + String.join(", ", options) + ")");
+            throw new IllegalArgumentException("unknown expert '" + name + "' (known: " + String.join(", ", allNames()) + ")");
         return table.get(name);
+    }
+
+    /** Every name that can be asked for: the routing options and the other adapters. */
+    public List<String> allNames() {
+        List<String> o = new ArrayList<>(options);
+        if (!o.contains(BASE)) o.add(0, BASE);
+        o.addAll(others());
+        return o;
     }
 
     @Override

@@ -110,8 +110,8 @@ class EvaluationTest {
         assertEquals(0.5, nd(r, "dataset-oracle"), 1e-9);
         assertEquals(1.0, nd(r, "instance-oracle"), 1e-9);
         assertEquals(0.5, nd(r, "dataset-router"), 1e-9); // everything to A
-        assertEquals(1.0, r.get("base").get("toy").get("Recall@100"), 1e-9);
-        assertEquals(0.5, r.get("A").get("toy").get("MRR@10"), 1e-9);
+        assertEquals(1.0, r.get("base").get("toy").get("recall@100"), 1e-9);
+        assertEquals(0.5, r.get("A").get("toy").get("mrr@10"), 1e-9);
         // one encode call per method: base, A, B, then three routed (mixed) batches
         assertEquals(6, qe.calls.size());
         for (String[] call : qe.calls) assertEquals(20, call.length);
@@ -120,7 +120,7 @@ class EvaluationTest {
         Path json = tmp.resolve("out/results.json");
         Evaluation.writeJson(r, json);
         Map<String, Object> back = Json.parseObject(Files.readString(json));
-        assertEquals(0.5, ((Number) ((Map<?, ?>) ((Map<?, ?>) back.get("A")).get("toy")).get("nDCG@10")).doubleValue(), 1e-12);
+        assertEquals(0.5, ((Number) ((Map<?, ?>) ((Map<?, ?>) back.get("A")).get("toy")).get("ndcg@10")).doubleValue(), 1e-12);
         String table = Evaluation.table(r, Metrics.Metric.NDCG_10);
         assertTrue(table.lines().findFirst().orElseThrow().matches("nDCG@10\\s+toy\\s+Avg"), table);
         assertTrue(table.contains("instance-oracle  100.0  100.0"), table);
@@ -133,7 +133,7 @@ class EvaluationTest {
     }
 
     static double nd(Map<String, Map<String, Map<String, Double>>> r, String method) {
-        return r.get(method).get("toy").get("nDCG@10");
+        return r.get(method).get("toy").get("ndcg@10");
     }
 
     @Test

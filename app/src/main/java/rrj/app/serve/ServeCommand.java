@@ -1,0 +1,227 @@
+package rrj.app.serve;
+
+import rrj.engine.Backend;
+import rrj.engine.Backends;
+import rrj.model.Encoder;
+import rrj.model.Json;
+import rrj.router.Beir;
+import rrj.router.CorpusIndex;
+import rrj.router.Router;
+
+import java.io.BufferedReader;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.InputStreamReader;
+import java.io.PrintStream;
+import java.net.InetSocketAddress;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.Callable;
+import java.util.function.Function;
+import java.util.zip.GZIPInputStream;
+
+/**
+ * {@code rr serve}: reads the flags, loads the model, the experts (with their pilot table) and
+ * the corpus indexes, starts an {@link EmbeddingServer}, and blocks until it is closed, by
+ * SIGTERM or ctrl-C (after which it exits 0) or by the JVM shutting down (shutdown hook).
+ *
+ * <p>What the launcher knows and this package cannot see (the default model, the cache
+ * directory, how usage errors are reported) comes in as {@link Defaults}.
+ */
+public final class ServeCommand {
+    private ServeCommand() {}
+
+    /** From the command line: the default model directory (made on first use), the cache root, and the usage-error type (exit code 2). */
+    public record Defaults(Callable<Path> model, Path cacheDir, Function<String, RuntimeException> usageError) {}
+
+    static final Set<String> VALUED = Set.of("host", "port", "model", "experts", "data", "max-batch-tokens", "max-queue", "max-inputs",
+            "max-body-bytes", "api-key", "backend", "threads");
+    static final Set<String> BOOLEANS = Set.of("no-truncate");
+
+    /** Runs the server until it is closed; returns the exit code. */
+    public static int run(String[] argv, PrintStream out, Defaults d) throws IOException {
+        EmbeddingServer s = start(argv, System.err, d);
+        Thread hook = new Thread(s::close, "rr-serve-shutdown");
+        Runtime.getRuntime().addShutdownHook(hook);
+        handleSignals(s, System.err);
+        out.println("rr serve: listening on " + s.url() + " (model " + s.model.name() + ", experts " + s.model.router().experts()
+                + (s.model.router().pilots() == null ? ", no pilot table" : ", pilot table") + ", datasets " + s.corpora.size() + ")");
+        out.flush();
+        try {
+            s.awaitClosed();
+        } catch (InterruptedException e) {
+            s.close();
+        }
+        try {
+            Runtime.getRuntime().removeShutdownHook(hook);
+        } catch (IllegalStateException e) {
+            // the JVM is already shutting down: the hook has run (close is idempotent)
+        }
+        out.println("rr serve: stopped");
+        return 0;
+    }
+
+    /**
+     * SIGTERM and SIGINT close the server gracefully and let {@link #run} return 0 (a shutdown
+     * hook alone would end the JVM with 143/130). A second signal while closing exits at once.
+     * sun.misc.Signal (module jdk.unsupported) is the JDK's only signal API; javac warns about it.
+     */
+    private static void handleSignals(EmbeddingServer s, PrintStream log) {
+        for (String name : new String[]{"TERM", "INT"}) {
+            try {
+                sun.misc.Signal.handle(new sun.misc.Signal(name), sig -> {
+                    if (s.closing()) {
+                        log.println("rr serve: SIG" + sig.getName() + " again: exiting without waiting");
+                        Runtime.getRuntime().halt(128 + sig.getNumber());
+                    }
+                    log.println("rr serve: SIG" + sig.getName() + ": finishing accepted requests, then exiting");
+                    Thread.ofPlatform().name("rr-serve-close").start(s::close);
+                });
+            } catch (IllegalArgumentException e) {
+                // the signal is reserved here (e.g. java -Xrs): the shutdown hook still closes gracefully
+            }
+        }
+    }
+
+    /** Parses the flags, loads everything and starts serving (the caller closes the server). */
+    static EmbeddingServer start(String[] argv, PrintStream log, Defaults d) throws IOException {
+        Map<String, List<String>> f = parse(argv, d.usageError());
+        String host = last(f, "host", "127.0.0.1");
+        int port = (int) integer(f, "port", 8080, 0, 65535, d);
+        Api.Limits limits = new Api.Limits((int) integer(f, "max-batch-tokens", 8192, 1, 1 << 24, d),
+                (int) integer(f, "max-queue", 256, 1, 1 << 20, d), (int) integer(f, "max-inputs", 2048, 1, 1 << 20, d),
+                integer(f, "max-body-bytes", 8 << 20, 1, 1L << 30, d), !f.containsKey("no-truncate"));
+        String key = last(f, "api-key", System.getenv("RR_API_KEY"));
+        if (key != null && key.isBlank()) key = null;
+        String backendName = last(f, "backend", "cpu");
+        int threads = (int) integer(f, "threads", Backends.defaultThreads(), 1, 1024, d);
+        Path modelDir;
+        try {
+            modelDir = f.containsKey("model") ? Path.of(last(f, "model", null)) : d.model().call();
+        } catch (IOException | RuntimeException e) {
+            throw e;
+        } catch (Exception e) {
+            throw new IOException(e.getMessage(), e);
+        }
+        Map<String, Path> data = new LinkedHashMap<>();
+        for (String dir : f.getOrDefault("data", List.of())) {
+            Path p = Path.of(dir);
+            String name = p.toAbsolutePath().normalize().getFileName().toString();
+            if (data.put(name, p) != null) throw d.usageError().apply("two --data directories are named '" + name + "'");
+        }
+
+        List<AutoCloseable> opened = new ArrayList<>(); // closed in reverse order, by the server or on failure here
+        try {
+            Backend backend = Backends.create(backendName, threads);
+            opened.add(backend);
+            log.println("rr: " + backend.describe());
+            Encoder enc = Encoder.open(modelDir, backend, null, null, null);
+            opened.add(enc);
+            Router router = Router.open(enc, expertsDir(f));
+            List<Batcher.Corpus> corpora = new ArrayList<>();
+            for (Map.Entry<String, Path> e : data.entrySet()) {
+                Beir.Corpus corpus = Beir.readCorpus(Beir.find(e.getValue().resolve("corpus.jsonl")), "");
+                CorpusIndex index = CorpusIndex.obtain(CorpusIndex.cacheDir(d.cacheDir().resolve("index"), e.getKey(), enc), enc, corpus, false, log);
+                opened.add(index);
+                corpora.add(new Batcher.Corpus(e.getKey(), index, titles(corpus.file(), index.docIds)));
+                log.println("rr serve: dataset " + e.getKey() + ": " + index.size() + " documents");
+            }
+            String name = enc.dir.toAbsolutePath().normalize().getFileName().toString();
+            InetSocketAddress address = new InetSocketAddress(host, port);
+            if (address.isUnresolved()) throw d.usageError().apply("--host: cannot resolve '" + host + "'");
+            try {
+                return EmbeddingServer.start(new Api.Model(name, enc, router, limits), corpora, key, backend.describe(), opened.reversed(), log,
+                        address);
+            } catch (java.net.BindException e) {
+                throw new IOException("cannot listen on " + host + ":" + port + ": " + e.getMessage(), e);
+            }
+        } catch (IOException | RuntimeException e) {
+            for (AutoCloseable c : opened.reversed()) {
+                try {
+                    c.close();
+                } catch (Exception ignored) {
+                    // the first failure is the one to report
+                }
+            }
+            throw e;
+        }
+    }
+
+    /** --experts DIR, else $RR_EXPERTS, else the repository's experts/ (as the other rr commands). */
+    static Path expertsDir(Map<String, List<String>> f) {
+        if (f.containsKey("experts")) return Path.of(last(f, "experts", null));
+        String env = System.getenv("RR_EXPERTS");
+        if (env != null && !env.isBlank()) return Path.of(env);
+        return Path.of(System.getProperty("rr.home", "."), "experts");
+    }
+
+    /** Per index row, the title of that document in the corpus file ("" when it has none). */
+    static String[] titles(Path corpusFile, String[] docIds) throws IOException {
+        Map<String, String> byId = new HashMap<>(docIds.length * 2);
+        InputStream in = Files.newInputStream(corpusFile);
+        if (corpusFile.getFileName().toString().endsWith(".gz")) in = new GZIPInputStream(in, 1 << 16);
+        try (BufferedReader r = new BufferedReader(new InputStreamReader(in, StandardCharsets.UTF_8), 1 << 16)) {
+            for (String line; (line = r.readLine()) != null; ) {
+                if (line.isBlank()) continue;
+                Map<String, Object> o = Json.parseObject(line); // Beir.readCorpus has checked every line already
+                Object id = o.get("_id");
+                byId.put(id instanceof Long l ? Long.toString(l) : String.valueOf(id), o.get("title") instanceof String t ? t : "");
+            }
+        }
+        String[] out = new String[docIds.length];
+        for (int i = 0; i < out.length; i++) out[i] = byId.getOrDefault(docIds[i], "");
+        return out;
+    }
+
+    // ------------------------------------------------------------------ flags
+    // The same rules as rrj.app.Args (which this package cannot see): --name value,
+    // --name=value, boolean --flag; unknown flags and missing values are usage errors.
+
+    static Map<String, List<String>> parse(String[] argv, Function<String, RuntimeException> usage) {
+        Map<String, List<String>> f = new LinkedHashMap<>();
+        for (int i = 1; i < argv.length; i++) {
+            String s = argv[i];
+            if (!s.startsWith("--") || s.length() == 2) throw usage.apply("serve takes no positional arguments, got '" + s + "'");
+            String name = s.substring(2), value = null;
+            int eq = name.indexOf('=');
+            if (eq >= 0) { value = name.substring(eq + 1); name = name.substring(0, eq); }
+            if (BOOLEANS.contains(name)) {
+                if (value != null) throw usage.apply("--" + name + " takes no value");
+                value = "true";
+            } else if (VALUED.contains(name)) {
+                if (value == null) {
+                    if (i + 1 >= argv.length) throw usage.apply("--" + name + " needs a value");
+                    value = argv[++i];
+                }
+            } else {
+                throw usage.apply("unknown option --" + name);
+            }
+            f.computeIfAbsent(name, k -> new ArrayList<>()).add(value);
+        }
+        return f;
+    }
+
+    private static String last(Map<String, List<String>> f, String name, String dflt) {
+        List<String> v = f.get(name);
+        return v == null ? dflt : v.get(v.size() - 1);
+    }
+
+    private static long integer(Map<String, List<String>> f, String name, long dflt, long min, long max, Defaults d) {
+        String v = last(f, name, null);
+        if (v == null) return dflt;
+        try {
+            long x = Long.parseLong(v);
+            if (x < min || x > max) throw d.usageError().apply("--" + name + " must be between " + min + " and " + max + ", got " + v);
+            return x;
+        } catch (NumberFormatException e) {
+            throw d.usageError().apply("--" + name + " must be an integer, got '" + v + "'");
+        }
+    }
+}
