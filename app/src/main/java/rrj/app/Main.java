@@ -33,7 +33,7 @@ public final class Main {
     static final String USAGE = """
             usage: rr <command> [options]
               rr embed [--model DIR] [--pooling mean|cls] [--normalize] [--max-length N]
-                       [--backend ref|cpu] [--threads N] [TEXT...]
+                       [--backend ref|cpu|cuda] [--threads N] [TEXT...]
                   Embeds the texts given as arguments, or one per line on stdin (a line that is a
                   JSON object takes its "text" field). Prints one JSON object per line:
                   {"text": ..., "embedding": [...]}. Without --model: the default model
@@ -62,11 +62,11 @@ public final class Main {
                   nDCG@10 (and Recall@100) per method and dataset, as the paper's tables.
                   Methods: base, router, router-nearest, dataset-router, dataset-oracle,
                   instance-oracle, and any expert's name.
-              All of these take [--model DIR] [--experts DIR] [--max-length N] [--backend ref|cpu]
+              All of these take [--model DIR] [--experts DIR] [--max-length N] [--backend ref|cpu|cuda]
               [--threads N].
               rr serve [--host 127.0.0.1] [--port 8080] [--model DIR] [--experts DIR] [--data DIR...]
                        [--max-batch-tokens N] [--max-queue N] [--max-inputs N] [--max-body-bytes N]
-                       [--no-truncate] [--api-key KEY] [--backend ref|cpu] [--threads N]
+                       [--no-truncate] [--api-key KEY] [--backend ref|cpu|cuda] [--threads N]
                   HTTP server: POST /v1/embeddings (OpenAI's API; model = the model's name, base,
                   an expert, or auto), POST /route, POST /search, GET /health, /info, /metrics.
                   Concurrent requests are batched dynamically; --api-key (or $RR_API_KEY) asks

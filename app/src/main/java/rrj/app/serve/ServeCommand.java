@@ -3,29 +3,21 @@ package rrj.app.serve;
 import rrj.engine.Backend;
 import rrj.engine.Backends;
 import rrj.model.Encoder;
-import rrj.model.Json;
 import rrj.router.Beir;
 import rrj.router.CorpusIndex;
 import rrj.router.Router;
 
-import java.io.BufferedReader;
 import java.io.IOException;
-import java.io.InputStream;
-import java.io.InputStreamReader;
 import java.io.PrintStream;
 import java.net.InetSocketAddress;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.Callable;
 import java.util.function.Function;
-import java.util.zip.GZIPInputStream;
 
 /**
  * {@code rr serve}: reads the flags, loads the model, the experts (with their pilot table) and
@@ -127,10 +119,10 @@ public final class ServeCommand {
             Router router = Router.open(enc, expertsDir(f));
             List<Batcher.Corpus> corpora = new ArrayList<>();
             for (Map.Entry<String, Path> e : data.entrySet()) {
-                Beir.Corpus corpus = Beir.readCorpus(Beir.find(e.getValue().resolve("corpus.jsonl")), "");
+                Beir.Corpus corpus = Beir.readCorpus(Beir.find(e.getValue().resolve("corpus.jsonl")), rrj.router.Prompts.of(modelDir).passage());
                 CorpusIndex index = CorpusIndex.obtain(CorpusIndex.cacheDir(d.cacheDir().resolve("index"), e.getKey(), enc), enc, corpus, false, log);
                 opened.add(index);
-                corpora.add(new Batcher.Corpus(e.getKey(), index, titles(corpus.file(), index.docIds)));
+                corpora.add(new Batcher.Corpus(e.getKey(), index, Beir.readTitles(corpus.file())));
                 log.println("rr serve: dataset " + e.getKey() + ": " + index.size() + " documents");
             }
             String name = enc.dir.toAbsolutePath().normalize().getFileName().toString();
@@ -160,24 +152,6 @@ public final class ServeCommand {
         String env = System.getenv("RR_EXPERTS");
         if (env != null && !env.isBlank()) return Path.of(env);
         return Path.of(System.getProperty("rr.home", "."), "experts");
-    }
-
-    /** Per index row, the title of that document in the corpus file ("" when it has none). */
-    static String[] titles(Path corpusFile, String[] docIds) throws IOException {
-        Map<String, String> byId = new HashMap<>(docIds.length * 2);
-        InputStream in = Files.newInputStream(corpusFile);
-        if (corpusFile.getFileName().toString().endsWith(".gz")) in = new GZIPInputStream(in, 1 << 16);
-        try (BufferedReader r = new BufferedReader(new InputStreamReader(in, StandardCharsets.UTF_8), 1 << 16)) {
-            for (String line; (line = r.readLine()) != null; ) {
-                if (line.isBlank()) continue;
-                Map<String, Object> o = Json.parseObject(line); // Beir.readCorpus has checked every line already
-                Object id = o.get("_id");
-                byId.put(id instanceof Long l ? Long.toString(l) : String.valueOf(id), o.get("title") instanceof String t ? t : "");
-            }
-        }
-        String[] out = new String[docIds.length];
-        for (int i = 0; i < out.length; i++) out[i] = byId.getOrDefault(docIds[i], "");
-        return out;
     }
 
     // ------------------------------------------------------------------ flags
