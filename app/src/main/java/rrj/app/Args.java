@@ -10,16 +10,16 @@ import java.util.Set;
  * Command-line flags: {@code --name value}, {@code --name=value}, boolean {@code --flag}, and
  * positional arguments. Unknown flags and missing values are usage errors naming the flag.
  */
-final class Args {
+public final class Args {
     /** A usage error: printed as one line, exit code 2. */
-    static final class UsageException extends RuntimeException {
-        UsageException(String message) { super(message); }
+    public static final class UsageException extends RuntimeException {
+        public UsageException(String message) { super(message); }
     }
 
-    final Map<String, List<String>> values = new LinkedHashMap<>();
-    final List<String> positional = new ArrayList<>();
+    public final Map<String, List<String>> values = new LinkedHashMap<>();
+    public final List<String> positional = new ArrayList<>();
 
-    static Args parse(String[] argv, int from, Set<String> valued, Set<String> booleans) {
+    public static Args parse(String[] argv, int from, Set<String> valued, Set<String> booleans) {
         Args a = new Args();
         for (int i = from; i < argv.length; i++) {
             String s = argv[i];
@@ -50,16 +50,16 @@ final class Args {
         return a;
     }
 
-    boolean has(String name) { return values.containsKey(name); }
+    public boolean has(String name) { return values.containsKey(name); }
 
-    String get(String name) {
+    public String get(String name) {
         List<String> v = values.get(name);
         return v == null ? null : v.get(v.size() - 1);
     }
 
-    List<String> all(String name) { return values.getOrDefault(name, List.of()); }
+    public List<String> all(String name) { return values.getOrDefault(name, List.of()); }
 
-    int getInt(String name, int dflt, int min, int max) {
+    public int getInt(String name, int dflt, int min, int max) {
         String v = get(name);
         if (v == null) return dflt;
         try {

@@ -133,7 +133,7 @@ public final class Main {
             case "route" -> Retrieval.route(argv, out);
             case "pilots" -> Retrieval.pilots(argv, out);
             case "eval" -> Retrieval.eval(argv, out);
-            case "serve" -> rrj.app.serve.ServeCommand.run(argv, out, new rrj.app.serve.ServeCommand.Defaults(DefaultModel::ensure, DefaultModel.cacheDir(), Args.UsageException::new));
+            case "serve" -> rrj.app.serve.ServeCommand.run(argv, out, new rrj.app.serve.ServeCommand.Defaults(DefaultModel::ensure, DefaultModel.cacheDir()));
             default -> throw new Args.UsageException("unknown command '" + argv[0] + "'");
         };
     }
@@ -162,7 +162,7 @@ public final class Main {
     }
 
     /** --experts DIR, else $RR_EXPERTS, else the repository's experts/ (the launcher passes -Drr.home). */
-    static Path expertsDir(Args a) {
+    public static Path expertsDir(Args a) {
         if (a.get("experts") != null) return Path.of(a.get("experts"));
         String env = System.getenv("RR_EXPERTS");
         if (env != null && !env.isBlank()) return Path.of(env);

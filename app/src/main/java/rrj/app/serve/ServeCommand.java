@@ -1,5 +1,7 @@
 package rrj.app.serve;
 
+import rrj.app.Args;
+import rrj.app.Main;
 import rrj.engine.Backend;
 import rrj.engine.Backends;
 import rrj.model.Encoder;
@@ -17,7 +19,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.Callable;
-import java.util.function.Function;
 
 /**
  * {@code rr serve}: reads the flags, loads the model, the experts (with their pilot table) and
@@ -30,8 +31,8 @@ import java.util.function.Function;
 public final class ServeCommand {
     private ServeCommand() {}
 
-    /** From the command line: the default model directory (made on first use), the cache root, and the usage-error type (exit code 2). */
-    public record Defaults(Callable<Path> model, Path cacheDir, Function<String, RuntimeException> usageError) {}
+    /** From the command line: the default model directory (made on first use) and the cache root. */
+    public record Defaults(Callable<Path> model, Path cacheDir) {}
 
     static final Set<String> VALUED = Set.of("host", "port", "model", "experts", "data", "max-batch-tokens", "max-queue", "max-inputs",
             "max-body-bytes", "api-key", "backend", "threads");
@@ -84,29 +85,29 @@ public final class ServeCommand {
 
     /** Parses the flags, loads everything and starts serving (the caller closes the server). */
     static EmbeddingServer start(String[] argv, PrintStream log, Defaults d) throws IOException {
-        Map<String, List<String>> f = parse(argv, d.usageError());
-        String host = last(f, "host", "127.0.0.1");
-        int port = (int) integer(f, "port", 8080, 0, 65535, d);
-        Api.Limits limits = new Api.Limits((int) integer(f, "max-batch-tokens", 8192, 1, 1 << 24, d),
-                (int) integer(f, "max-queue", 256, 1, 1 << 20, d), (int) integer(f, "max-inputs", 2048, 1, 1 << 20, d),
-                integer(f, "max-body-bytes", 8 << 20, 1, 1L << 30, d), !f.containsKey("no-truncate"));
-        String key = last(f, "api-key", System.getenv("RR_API_KEY"));
+        Args f = Args.parse(argv, 1, VALUED, BOOLEANS);
+        if (!f.positional.isEmpty()) throw new Args.UsageException("serve takes no positional arguments, got '" + f.positional.get(0) + "'");
+        String host = f.get("host") == null ? "127.0.0.1" : f.get("host");
+        int port = f.getInt("port", 8080, 0, 65535);
+        Api.Limits limits = new Api.Limits(f.getInt("max-batch-tokens", 8192, 1, 1 << 24), f.getInt("max-queue", 256, 1, 1 << 20),
+                f.getInt("max-inputs", 2048, 1, 1 << 20), f.getInt("max-body-bytes", 8 << 20, 1, 1 << 30), !f.has("no-truncate"));
+        String key = f.get("api-key") != null ? f.get("api-key") : System.getenv("RR_API_KEY");
         if (key != null && key.isBlank()) key = null;
-        String backendName = last(f, "backend", "cpu");
-        int threads = (int) integer(f, "threads", Backends.defaultThreads(), 1, 1024, d);
+        String backendName = f.get("backend") == null ? "cpu" : f.get("backend");
+        int threads = f.getInt("threads", Backends.defaultThreads(), 1, 1024);
         Path modelDir;
         try {
-            modelDir = f.containsKey("model") ? Path.of(last(f, "model", null)) : d.model().call();
+            modelDir = f.get("model") != null ? Path.of(f.get("model")) : d.model().call();
         } catch (IOException | RuntimeException e) {
             throw e;
         } catch (Exception e) {
             throw new IOException(e.getMessage(), e);
         }
         Map<String, Path> data = new LinkedHashMap<>();
-        for (String dir : f.getOrDefault("data", List.of())) {
+        for (String dir : f.all("data")) {
             Path p = Path.of(dir);
             String name = p.toAbsolutePath().normalize().getFileName().toString();
-            if (data.put(name, p) != null) throw d.usageError().apply("two --data directories are named '" + name + "'");
+            if (data.put(name, p) != null) throw new Args.UsageException("two --data directories are named '" + name + "'");
         }
 
         List<AutoCloseable> opened = new ArrayList<>(); // closed in reverse order, by the server or on failure here
@@ -116,7 +117,7 @@ public final class ServeCommand {
             log.println("rr: " + backend.describe());
             Encoder enc = Encoder.open(modelDir, backend, null, null, null);
             opened.add(enc);
-            Router router = Router.open(enc, expertsDir(f));
+            Router router = Router.open(enc, Main.expertsDir(f));
             List<Batcher.Corpus> corpora = new ArrayList<>();
             for (Map.Entry<String, Path> e : data.entrySet()) {
                 Beir.Corpus corpus = Beir.readCorpus(Beir.find(e.getValue().resolve("corpus.jsonl")), rrj.router.Prompts.of(modelDir).passage());
@@ -127,7 +128,7 @@ public final class ServeCommand {
             }
             String name = enc.dir.toAbsolutePath().normalize().getFileName().toString();
             InetSocketAddress address = new InetSocketAddress(host, port);
-            if (address.isUnresolved()) throw d.usageError().apply("--host: cannot resolve '" + host + "'");
+            if (address.isUnresolved()) throw new Args.UsageException("--host: cannot resolve '" + host + "'");
             try {
                 return EmbeddingServer.start(new Api.Model(name, enc, router, limits), corpora, key, backend.describe(), opened.reversed(), log,
                         address);
@@ -143,59 +144,6 @@ public final class ServeCommand {
                 }
             }
             throw e;
-        }
-    }
-
-    /** --experts DIR, else $RR_EXPERTS, else the repository's experts/ (as the other rr commands). */
-    static Path expertsDir(Map<String, List<String>> f) {
-        if (f.containsKey("experts")) return Path.of(last(f, "experts", null));
-        String env = System.getenv("RR_EXPERTS");
-        if (env != null && !env.isBlank()) return Path.of(env);
-        return Path.of(System.getProperty("rr.home", "."), "experts");
-    }
-
-    // ------------------------------------------------------------------ flags
-    // The same rules as rrj.app.Args (which this package cannot see): --name value,
-    // --name=value, boolean --flag; unknown flags and missing values are usage errors.
-
-    static Map<String, List<String>> parse(String[] argv, Function<String, RuntimeException> usage) {
-        Map<String, List<String>> f = new LinkedHashMap<>();
-        for (int i = 1; i < argv.length; i++) {
-            String s = argv[i];
-            if (!s.startsWith("--") || s.length() == 2) throw usage.apply("serve takes no positional arguments, got '" + s + "'");
-            String name = s.substring(2), value = null;
-            int eq = name.indexOf('=');
-            if (eq >= 0) { value = name.substring(eq + 1); name = name.substring(0, eq); }
-            if (BOOLEANS.contains(name)) {
-                if (value != null) throw usage.apply("--" + name + " takes no value");
-                value = "true";
-            } else if (VALUED.contains(name)) {
-                if (value == null) {
-                    if (i + 1 >= argv.length) throw usage.apply("--" + name + " needs a value");
-                    value = argv[++i];
-                }
-            } else {
-                throw usage.apply("unknown option --" + name);
-            }
-            f.computeIfAbsent(name, k -> new ArrayList<>()).add(value);
-        }
-        return f;
-    }
-
-    private static String last(Map<String, List<String>> f, String name, String dflt) {
-        List<String> v = f.get(name);
-        return v == null ? dflt : v.get(v.size() - 1);
-    }
-
-    private static long integer(Map<String, List<String>> f, String name, long dflt, long min, long max, Defaults d) {
-        String v = last(f, name, null);
-        if (v == null) return dflt;
-        try {
-            long x = Long.parseLong(v);
-            if (x < min || x > max) throw d.usageError().apply("--" + name + " must be between " + min + " and " + max + ", got " + v);
-            return x;
-        } catch (NumberFormatException e) {
-            throw d.usageError().apply("--" + name + " must be an integer, got '" + v + "'");
         }
     }
 }

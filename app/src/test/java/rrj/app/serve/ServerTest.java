@@ -58,10 +58,6 @@ class ServerTest {
     static Encoder oracleEncoder;  // the oracle: same files, opened apart from the server
     static Router oracle;
 
-    /** Usage errors of the command line (exit code 2 in rr). */
-    static final class Usage extends RuntimeException {
-        Usage(String m) { super(m); }
-    }
 
     record Res(int status, String body) {
         Map<String, Object> json() { return Json.parseObject(body); }
@@ -87,7 +83,7 @@ class ServerTest {
                 "--port", "0", "--backend", "ref"));
         argv.addAll(List.of(extra));
         return ServeCommand.start(argv.toArray(new String[0]), System.err,
-                new ServeCommand.Defaults(() -> { throw new AssertionError("tests name their model"); }, fx.cache, Usage::new));
+                new ServeCommand.Defaults(() -> { throw new AssertionError("tests name their model"); }, fx.cache));
     }
 
     static Res post(EmbeddingServer s, String path, String body, String... headers) throws IOException, InterruptedException {
@@ -533,13 +529,13 @@ class ServerTest {
 
     @Test
     void badFlagsAreUsageErrors() {
-        Usage u = assertThrows(Usage.class, () -> start("--port", "http"));
+        rrj.app.Args.UsageException u = assertThrows(rrj.app.Args.UsageException.class, () -> start("--port", "http"));
         assertEquals("--port must be an integer, got 'http'", u.getMessage());
-        assertEquals("unknown option --max-batch", assertThrows(Usage.class, () -> start("--max-batch", "4")).getMessage());
-        assertEquals("--max-queue needs a value", assertThrows(Usage.class, () -> start("--max-queue")).getMessage());
-        assertEquals("serve takes no positional arguments, got 'extra'", assertThrows(Usage.class, () -> start("extra")).getMessage());
-        assertEquals("--no-truncate takes no value", assertThrows(Usage.class, () -> start("--no-truncate=yes")).getMessage());
-        assertEquals("--max-queue must be between 1 and 1048576, got 0", assertThrows(Usage.class, () -> start("--max-queue", "0")).getMessage());
+        assertEquals("unknown option --max-batch", assertThrows(rrj.app.Args.UsageException.class, () -> start("--max-batch", "4")).getMessage());
+        assertEquals("--max-queue needs a value", assertThrows(rrj.app.Args.UsageException.class, () -> start("--max-queue")).getMessage());
+        assertEquals("serve takes no positional arguments, got 'extra'", assertThrows(rrj.app.Args.UsageException.class, () -> start("extra")).getMessage());
+        assertEquals("--no-truncate takes no value", assertThrows(rrj.app.Args.UsageException.class, () -> start("--no-truncate=yes")).getMessage());
+        assertEquals("--max-queue must be between 1 and 1048576, got 0", assertThrows(rrj.app.Args.UsageException.class, () -> start("--max-queue", "0")).getMessage());
     }
 
     /** However the batcher happens to merge them, concurrent requests of mixed models each get their own vectors. */
