@@ -76,10 +76,14 @@ final class Retrieval {
             encoder = e;
         }
 
-        /** The corpus and index of a dataset directory (its name: the directory's name). */
+        /** The corpus and index of a dataset directory (its name: {@link Beir#datasetName}). */
         Dataset dataset(Path dir, PrintStream log) throws IOException {
-            String name = dir.toAbsolutePath().normalize().getFileName().toString();
-            Beir.Corpus corpus = Beir.readCorpus(Beir.find(dir.resolve("corpus.jsonl")), prompts.passage());
+            return dataset(dir, Beir.readCorpus(Beir.find(dir.resolve("corpus.jsonl")), prompts.passage()), log);
+        }
+
+        /** As above with the corpus already read (with the passage prompt). */
+        Dataset dataset(Path dir, Beir.Corpus corpus, PrintStream log) throws IOException {
+            String name = Beir.datasetName(dir);
             CorpusIndex index = CorpusIndex.obtain(CorpusIndex.cacheDir(indexRoot, name, encoder), encoder, corpus, false, log);
             Dataset d = new Dataset(name, dir, corpus, index);
             open.add(d);
@@ -297,8 +301,8 @@ final class Retrieval {
             Routing.DatasetRouter dr = wantDatasetRouter ? datasetRouter(s, a.getInt("seed", 42, 0, Integer.MAX_VALUE), methods != null) : null;
             List<Evaluation.TestSet> sets = new ArrayList<>();
             for (Path dir : s.dataDirs) {
-                Dataset d = s.dataset(dir, System.err);
                 Beir.Dataset ds = Beir.load(dir, split, s.prompts.query(), s.prompts.passage(), System.err);
+                Dataset d = s.dataset(dir, ds.corpus(), System.err); // the corpus read once
                 Beir.Queries q = ds.queries();
                 int max = a.getInt("max-queries", 0, 0, Integer.MAX_VALUE);
                 if (max > 0 && q.size() > max)
@@ -327,7 +331,7 @@ final class Retrieval {
         Map<String, String> datasetExpert = new LinkedHashMap<>();
         Map<String, float[][]> queries = new LinkedHashMap<>();
         for (Path dir : s.dataDirs) {
-            String name = dir.toAbsolutePath().normalize().getFileName().toString();
+            String name = Beir.datasetName(dir);
             if (!s.router.experts().contains(name)) continue;
             Beir.Queries q;
             try {

@@ -130,7 +130,7 @@ public final class Beir {
         if ((unknownQ > 0 || unknownD > 0) && warn != null)
             warn.println("warning: " + qrelFile + ": " + unknownQ + " of " + rows + " rows name a query not in the queries file (dropped), "
                     + unknownD + " name a document not in the corpus (kept as judged, never retrieved)");
-        return new Dataset(dir.getFileName().toString(), dir, split, corpus, new Queries(ids, texts, judged), rows, unknownQ, unknownD);
+        return new Dataset(datasetName(dir), dir, split, corpus, new Queries(ids, texts, judged), rows, unknownQ, unknownD);
     }
 
     /**
@@ -182,6 +182,15 @@ public final class Beir {
         }
         if (ids.isEmpty()) throw new DataException(file + ": the corpus is empty (no documents)");
         return new Corpus(file, passagePrefix, ids.toArray(new String[0]), texts.toArray(new String[0]));
+    }
+
+    /**
+     * A dataset's name: its directory's name, after resolving "." and ".." — the key of its
+     * corpus index in the cache and of its column in evaluation reports.
+     */
+    public static String datasetName(Path dir) {
+        Path n = dir.toAbsolutePath().normalize().getFileName();
+        return n == null ? dir.toAbsolutePath().toString() : n.toString();
     }
 
     /** The titles of a corpus file in file order ("" where a document has none): for display. */

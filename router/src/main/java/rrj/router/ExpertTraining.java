@@ -135,7 +135,7 @@ public final class ExpertTraining {
         } else {
             throw new IllegalArgumentException(dir + ": no training data (expected qrels/train.tsv or generated-queries.train.jsonl[.gz])");
         }
-        String name = dir.toAbsolutePath().normalize().getFileName().toString();
+        String name = Beir.datasetName(dir);
         CorpusIndex index = CorpusIndex.obtain(CorpusIndex.cacheDir(o.indexCache(), name, enc), enc, corpus, false, o.log());
         Map<String, Integer> docRow = corpus.index();
         List<String> queries = new ArrayList<>();

@@ -184,17 +184,19 @@ public final class Router implements Evaluation.QueryEncoder {
     /** Routes, then encodes every query with its expert in one mixed-expert pass. */
     public Routed embedRouted(List<String> queries) {
         Decision[] d = route(queries);
-        String[] choice = new String[d.length];
-        for (int i = 0; i < d.length; i++) choice[i] = d[i].expert();
-        return new Routed(d, encode(queries, choice));
+        return new Routed(d, encode(queries, choices(d)));
     }
 
     /** As {@link #embedRouted} for token ids. */
     public Routed embedRoutedIds(int[][] ids) {
         Decision[] d = routeIds(ids);
+        return new Routed(d, encodeIds(ids, choices(d)));
+    }
+
+    private static String[] choices(Decision[] d) {
         String[] choice = new String[d.length];
         for (int i = 0; i < d.length; i++) choice[i] = d[i].expert();
-        return new Routed(d, encodeIds(ids, choice));
+        return choice;
     }
 
     @Override

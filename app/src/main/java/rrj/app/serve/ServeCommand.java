@@ -106,7 +106,7 @@ public final class ServeCommand {
         Map<String, Path> data = new LinkedHashMap<>();
         for (String dir : f.all("data")) {
             Path p = Path.of(dir);
-            String name = p.toAbsolutePath().normalize().getFileName().toString();
+            String name = Beir.datasetName(p);
             if (data.put(name, p) != null) throw new Args.UsageException("two --data directories are named '" + name + "'");
         }
 
