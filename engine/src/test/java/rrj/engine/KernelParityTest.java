@@ -45,16 +45,20 @@ class KernelParityTest {
         // rows: below, at and past the 6-row tile; out: below, at and past the 16-column panel; K tails
         int[][] shapes = {{1, 1, 1}, {1, 7, 3}, {2, 9, 5}, {3, 8, 4}, {5, 17, 13}, {6, 16, 16}, {7, 64, 66}, {12, 33, 32},
                 {16, 384, 384}, {13, 100, 129}, {31, 768, 67}, {97, 48, 200}, {130, 65, 17},
-                {50, 1700, 40}, {7, 769, 33}, {61, 1536, 48}}; // K past one K block (768): the accumulating kernel and its tail
+                {50, 1700, 40}, {7, 769, 33}, {61, 1536, 48}, {13, 1537, 20}, {61, 3100, 48}}; // K past one K block (1536, three with a tail): the accumulating kernel
         for (int[] s : shapes) {
             int m = s[0], in = s[1], out = s[2];
             Tensor x = rand(r, 1, m, in), w = rand(r, 0.2f, out, in), b = rand(r, 1, out);
             for (boolean gelu : new boolean[]{false, true}) {
                 for (Tensor bias : new Tensor[]{null, b}) {
                     float[] ref = runLinear(REF, x, w, bias, m, out, gelu, null);
+                    // fp32 sums of K terms drift by ~√K·|partial sum|·2⁻²⁴ from the exact (double)
+                    // reference: at K = 3,100 (partial sums ~11 here) that is ~2e-5 typical, up to
+                    // ~1e-4 over thousands of outputs, which an absolute 1e-5 cannot allow for
+                    double atol = in > 2000 ? 1e-4 : 1e-5;
                     for (Backend cpu : new Backend[]{CPU, CPU1, DOT, CPU3})
                         Check.close("linear " + m + "x" + in + "x" + out + " gelu=" + gelu + " bias=" + (bias != null) + " " + cpu.describe(),
-                                runLinear(cpu, x, w, bias, m, out, gelu, null), ref, 1e-5, 1e-4);
+                                runLinear(cpu, x, w, bias, m, out, gelu, null), ref, atol, 1e-4);
                 }
             }
         }
