@@ -41,8 +41,37 @@ final class Retrieval {
         return s;
     }
 
-    /** A dataset with its corpus index (built by the base encoder on first use, then reused). */
-    record Dataset(String name, Path dir, Beir.Corpus corpus, CorpusIndex index) {}
+    /**
+     * A dataset with its corpus index (built by the base encoder on first use, then reused). The
+     * corpus itself is read only when something needs it (building or checking the index, or
+     * showing a hit's text), at most once.
+     */
+    static final class Dataset {
+        private final String name;
+        private final Path dir, corpusFile;
+        private final CorpusIndex index;
+        private final CorpusIndex.CorpusSource source;
+
+        Dataset(String name, Path dir, Path corpusFile, CorpusIndex index, CorpusIndex.CorpusSource source) {
+            this.name = name;
+            this.dir = dir;
+            this.corpusFile = corpusFile;
+            this.index = index;
+            this.source = source;
+        }
+
+        String name() { return name; }
+        Path dir() { return dir; }
+        Path corpusFile() { return corpusFile; }
+        CorpusIndex index() { return index; }
+        Beir.Corpus corpus() throws IOException { return source.read(); }
+
+        /** {@code source}, read once. */
+        static CorpusIndex.CorpusSource once(CorpusIndex.CorpusSource source) {
+            Beir.Corpus[] read = new Beir.Corpus[1];
+            return () -> read[0] != null ? read[0] : (read[0] = source.read());
+        }
+    }
 
     /** Model, backend, router and the datasets of one command. */
     static final class Session implements AutoCloseable {
@@ -78,14 +107,22 @@ final class Retrieval {
 
         /** The corpus and index of a dataset directory (its name: {@link Beir#datasetName}). */
         Dataset dataset(Path dir, PrintStream log) throws IOException {
-            return dataset(dir, Beir.readCorpus(Beir.find(dir.resolve("corpus.jsonl")), prompts.passage()), log);
+            Path file = Beir.find(dir.resolve("corpus.jsonl"));
+            String prefix = prompts.passage();
+            return dataset(dir, file, prefix, () -> Beir.readCorpus(file, prefix), log);
         }
 
         /** As above with the corpus already read (with the passage prompt). */
         Dataset dataset(Path dir, Beir.Corpus corpus, PrintStream log) throws IOException {
+            return dataset(dir, corpus.file(), corpus.passagePrefix(), () -> corpus, log);
+        }
+
+        private Dataset dataset(Path dir, Path corpusFile, String prefix, CorpusIndex.CorpusSource source, PrintStream log)
+                throws IOException {
             String name = Beir.datasetName(dir);
-            CorpusIndex index = CorpusIndex.obtain(CorpusIndex.cacheDir(indexRoot, name, encoder), encoder, corpus, false, log);
-            Dataset d = new Dataset(name, dir, corpus, index);
+            CorpusIndex.CorpusSource once = Dataset.once(source);
+            CorpusIndex index = CorpusIndex.obtain(CorpusIndex.cacheDir(indexRoot, name, encoder), encoder, corpusFile, prefix, once, false, log);
+            Dataset d = new Dataset(name, dir, corpusFile, index, once);
             open.add(d);
             return d;
         }
@@ -186,8 +223,8 @@ final class Retrieval {
                 throw new IllegalArgumentException("--expert auto needs a pilot table: " + s.expertsDir.resolve(Router.PILOTS)
                         + " is missing (build it with 'rr pilots build')");
             List<Dataset> ds = s.datasets(System.err);
-            List<String[]> titles = new ArrayList<>();
-            for (Dataset d : ds) titles.add(Beir.readTitles(d.corpus().file()));
+            List<CorpusIndex.Labels> labels = new ArrayList<>();
+            for (Dataset d : ds) labels.add(d.index().labels(d::corpus));
             List<String> qs = prefixed(s, a.positional);
             Router.Decision[] decisions = null;
             float[][] q;
@@ -224,8 +261,8 @@ final class Retrieval {
                         int row = (int) h[2];
                         Map<String, Object> m = new LinkedHashMap<>();
                         m.put("dataset", d.name());
-                        m.put("id", d.corpus().ids()[row]);
-                        m.put("title", titles.get((int) h[1])[row]);
+                        m.put("id", d.index().docIds[row]);
+                        m.put("title", labels.get((int) h[1]).title(row));
                         m.put("score", (double) (float) h[0]);
                         hl.add(m);
                     }
@@ -239,9 +276,8 @@ final class Retrieval {
                     Object[] h = hits.get(j);
                     Dataset d = ds.get((int) h[1]);
                     int row = (int) h[2];
-                    String title = titles.get((int) h[1])[row];
-                    if (title.isEmpty()) title = d.corpus().texts()[row];
-                    out.printf(Locale.ROOT, "%3d. %8.4f  %s/%s  %s%n", j + 1, (float) h[0], d.name(), d.corpus().ids()[row], clip(title, 90));
+                    String title = labels.get((int) h[1]).label(row);
+                    out.printf(Locale.ROOT, "%3d. %8.4f  %s/%s  %s%n", j + 1, (float) h[0], d.name(), d.index().docIds[row], clip(title, 90));
                 }
                 if (i + 1 < qs.size()) out.println();
             }

@@ -134,4 +134,68 @@ class CorpusIndexTest {
         }
         assertTrue(log.toString(StandardCharsets.UTF_8).contains("resuming, 8 of 11"), log.toString(StandardCharsets.UTF_8));
     }
+
+    @Test
+    void aMatchingIndexOpensWithoutReadingTheCorpusAndAChangedFileIsRead() throws IOException {
+        Path dir = tmp.resolve("idx-lazy"), f = tmp.resolve("lazy-corpus.jsonl");
+        Files.copy(corpus.file(), f);
+        CorpusIndex.CorpusSource never = () -> { throw new AssertionError("the corpus was read although the index matches"); };
+        int[] reads = {0};
+        String[] prefix = {""};
+        CorpusIndex.CorpusSource counted = () -> { reads[0]++; return Beir.readCorpus(f, prefix[0]); };
+        CorpusIndex.obtain(dir, enc, f, "", counted, false, null).close();
+        assertEquals(1, reads[0], "building reads the corpus");
+        try (CorpusIndex idx = CorpusIndex.obtain(dir, enc, f, "", never, false, null)) {
+            assertEquals(11, idx.size());
+        }
+        // another passage prefix: the corpus is read and the index rebuilt
+        prefix[0] = "passage: ";
+        try (CorpusIndex idx = CorpusIndex.obtain(dir, enc, f, "passage: ", counted, false, null)) {
+            assertEquals(2, reads[0]);
+            assertEquals("passage: ", idx.metadata.get("passage_prefix"));
+        }
+        // the same name, other bytes: read and rebuilt, with the new count
+        Files.writeString(f, Files.readString(f) + "{\"_id\": \"d11\", \"title\": \"\", \"text\": \"one more\"}\n");
+        try (CorpusIndex idx = CorpusIndex.obtain(dir, enc, f, "passage: ", counted, false, null)) {
+            assertEquals(3, reads[0]);
+            assertEquals(12, idx.size());
+        }
+    }
+
+    @Test
+    void labelsAreWrittenOnceAndReadBackExactly() throws IOException {
+        Path dir = tmp.resolve("idx-labels"), f = tmp.resolve("labels-corpus.jsonl");
+        String odd = "tab\there, new\nline, back\\slash \\t";
+        StringBuilder b = new StringBuilder();
+        b.append("{\"_id\": \"a\", \"title\": ").append(rrj.model.Json.write(odd)).append(", \"text\": \"first\"}\n");
+        b.append("{\"_id\": \"b\", \"title\": \"\", \"text\": ").append(rrj.model.Json.write("x".repeat(3000))).append("}\n");
+        b.append("{\"_id\": \"c\", \"text\": \"no title at all\"}\n");
+        Files.writeString(f, b);
+        CorpusIndex.CorpusSource read = () -> Beir.readCorpus(f, "");
+        CorpusIndex.CorpusSource never = () -> { throw new AssertionError("the corpus was read although the labels are stored"); };
+        try (CorpusIndex idx = CorpusIndex.obtain(dir, enc, f, "", read, false, null)) {
+            assertFalse(Files.exists(dir.resolve(CorpusIndex.DOC_LABELS)), "labels are written when first asked for");
+            CorpusIndex.Labels l = idx.labels(read);
+            assertTrue(Files.exists(dir.resolve(CorpusIndex.DOC_LABELS)));
+            assertEquals(3, Files.readAllLines(dir.resolve(CorpusIndex.DOC_LABELS)).size(), "one line per row: breaks are escaped");
+            for (CorpusIndex.Labels x : new CorpusIndex.Labels[]{l, idx.labels(never)}) {
+                assertEquals(odd, x.title(0));
+                assertEquals(odd, x.label(0));
+                assertEquals("", x.title(1));
+                assertEquals("x".repeat(CorpusIndex.SNIPPET_CHARS), x.label(1), "no title: the start of the text");
+                assertEquals("no title at all", x.label(2));
+            }
+        }
+        // a torn or foreign labels file is not trusted: made again from the corpus
+        Files.writeString(dir.resolve(CorpusIndex.DOC_LABELS), "only one line\n");
+        try (CorpusIndex idx = CorpusIndex.open(dir)) {
+            assertEquals(odd, idx.labels(read).title(0));
+        }
+        // a rebuilt index drops the old corpus's labels
+        Files.writeString(f, "{\"_id\": \"z\", \"title\": \"new\", \"text\": \"changed\"}\n");
+        try (CorpusIndex idx = CorpusIndex.obtain(dir, enc, f, "", read, false, null)) {
+            assertFalse(Files.exists(dir.resolve(CorpusIndex.DOC_LABELS)));
+            assertEquals("new", idx.labels(read).title(0));
+        }
+    }
 }
