@@ -65,12 +65,6 @@ final class Retrieval {
         Path corpusFile() { return corpusFile; }
         CorpusIndex index() { return index; }
         Beir.Corpus corpus() throws IOException { return source.read(); }
-
-        /** {@code source}, read once. */
-        static CorpusIndex.CorpusSource once(CorpusIndex.CorpusSource source) {
-            Beir.Corpus[] read = new Beir.Corpus[1];
-            return () -> read[0] != null ? read[0] : (read[0] = source.read());
-        }
     }
 
     /** Model, backend, router and the datasets of one command. */
@@ -120,7 +114,7 @@ final class Retrieval {
         private Dataset dataset(Path dir, Path corpusFile, String prefix, CorpusIndex.CorpusSource source, PrintStream log)
                 throws IOException {
             String name = Beir.datasetName(dir);
-            CorpusIndex.CorpusSource once = Dataset.once(source);
+            CorpusIndex.CorpusSource once = CorpusIndex.CorpusSource.once(source);
             CorpusIndex index = CorpusIndex.obtain(CorpusIndex.cacheDir(indexRoot, name, encoder), encoder, corpusFile, prefix, once, false, log);
             Dataset d = new Dataset(name, dir, corpusFile, index, once);
             open.add(d);

@@ -112,6 +112,12 @@ public final class CorpusIndex implements AutoCloseable {
     /** Reads a corpus, when an index has to be checked against its documents or built from them. */
     public interface CorpusSource {
         Beir.Corpus read() throws IOException;
+
+        /** {@code source}, read at most once (later calls return the same corpus). */
+        static CorpusSource once(CorpusSource source) {
+            Beir.Corpus[] read = new Beir.Corpus[1];
+            return () -> read[0] != null ? read[0] : (read[0] = source.read());
+        }
     }
 
     /**

@@ -120,10 +120,17 @@ public final class ServeCommand {
             Router router = Router.open(enc, Main.expertsDir(f));
             List<Batcher.Corpus> corpora = new ArrayList<>();
             for (Map.Entry<String, Path> e : data.entrySet()) {
-                Beir.Corpus corpus = Beir.readCorpus(Beir.find(e.getValue().resolve("corpus.jsonl")), rrj.router.Prompts.of(modelDir).passage());
-                CorpusIndex index = CorpusIndex.obtain(CorpusIndex.cacheDir(d.cacheDir().resolve("index"), e.getKey(), enc), enc, corpus, false, log);
+                Path file = Beir.find(e.getValue().resolve("corpus.jsonl"));
+                String prefix = rrj.router.Prompts.of(modelDir).passage();
+                // the corpus is parsed only if the index or its labels need it, and then once
+                CorpusIndex.CorpusSource source = CorpusIndex.CorpusSource.once(() -> Beir.readCorpus(file, prefix));
+                CorpusIndex index = CorpusIndex.obtain(CorpusIndex.cacheDir(d.cacheDir().resolve("index"), e.getKey(), enc), enc, file, prefix,
+                        source, false, log);
                 opened.add(index);
-                corpora.add(new Batcher.Corpus(e.getKey(), index, Beir.readTitles(corpus.file())));
+                CorpusIndex.Labels labels = index.labels(source);
+                String[] titles = new String[index.size()];
+                for (int i = 0; i < titles.length; i++) titles[i] = labels.title(i);
+                corpora.add(new Batcher.Corpus(e.getKey(), index, titles));
                 log.println("rr serve: dataset " + e.getKey() + ": " + index.size() + " documents");
             }
             String name = enc.dir.toAbsolutePath().normalize().getFileName().toString();
