@@ -46,24 +46,7 @@ final class Retrieval {
      * corpus itself is read only when something needs it (building or checking the index, or
      * showing a hit's text), at most once.
      */
-    static final class Dataset {
-        private final String name;
-        private final Path dir, corpusFile;
-        private final CorpusIndex index;
-        private final CorpusIndex.CorpusSource source;
-
-        Dataset(String name, Path dir, Path corpusFile, CorpusIndex index, CorpusIndex.CorpusSource source) {
-            this.name = name;
-            this.dir = dir;
-            this.corpusFile = corpusFile;
-            this.index = index;
-            this.source = source;
-        }
-
-        String name() { return name; }
-        Path dir() { return dir; }
-        Path corpusFile() { return corpusFile; }
-        CorpusIndex index() { return index; }
+    record Dataset(String name, CorpusIndex index, CorpusIndex.CorpusSource source) {
         Beir.Corpus corpus() throws IOException { return source.read(); }
     }
 
@@ -116,7 +99,7 @@ final class Retrieval {
             String name = Beir.datasetName(dir);
             CorpusIndex.CorpusSource once = CorpusIndex.CorpusSource.once(source);
             CorpusIndex index = CorpusIndex.obtain(CorpusIndex.cacheDir(indexRoot, name, encoder), encoder, corpusFile, prefix, once, false, log);
-            Dataset d = new Dataset(name, dir, corpusFile, index, once);
+            Dataset d = new Dataset(name, index, once);
             open.add(d);
             return d;
         }

@@ -206,14 +206,7 @@ public final class CorpusIndex implements AutoCloseable {
             b.append(lines[i]).append('\n');
         }
         try {
-            Path tmp = Files.createTempFile(dir, DOC_LABELS, ".tmp");
-            try {
-                Files.writeString(tmp, b, StandardCharsets.UTF_8);
-                Safetensors.readableByAll(tmp);
-                Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-            } finally {
-                Files.deleteIfExists(tmp);
-            }
+            writeText(file, b);
         } catch (IOException e) {
             // a read-only index directory: the labels serve this run only
         }
@@ -452,6 +445,11 @@ public final class CorpusIndex implements AutoCloseable {
     private static void writeIds(Path file, String[] ids) throws IOException {
         StringBuilder b = new StringBuilder();
         for (String id : ids) b.append(id).append('\n');
+        writeText(file, b);
+    }
+
+    /** Writes a UTF-8 text file atomically (a temporary file beside it, then a move). */
+    private static void writeText(Path file, CharSequence b) throws IOException {
         Path tmp = Files.createTempFile(file.toAbsolutePath().getParent(), file.getFileName().toString(), ".tmp");
         try {
             Files.writeString(tmp, b, StandardCharsets.UTF_8);
