@@ -39,8 +39,8 @@ final class Batcher implements AutoCloseable {
     /** How often an idle batcher looks whether it was closed. */
     static final long IDLE_POLL_MS = 50;
 
-    /** A loaded corpus: its index and, per index row, the document's title ("" for none). */
-    record Corpus(String name, CorpusIndex index, String[] titles) {}
+    /** A loaded corpus: its index and the labels of its rows (a hit shows the document's title, "" for none). */
+    record Corpus(String name, CorpusIndex index, CorpusIndex.Labels labels) {}
 
     /** One search result. */
     record Hit(String dataset, String id, String title, float score) {}
@@ -207,7 +207,7 @@ final class Batcher implements AutoCloseable {
             for (int i = 0; i < q.length; i++) {
                 List<Hit> into = found.computeIfAbsent(js.get(i), x -> new ArrayList<>());
                 for (int m = 0; m < h[i].size(); m++)
-                    into.add(new Hit(c.name(), h[i].ids()[m], c.titles()[h[i].docs()[m]], h[i].scores()[m]));
+                    into.add(new Hit(c.name(), h[i].ids()[m], c.labels().title(h[i].docs()[m]), h[i].scores()[m]));
             }
         }
         for (Map.Entry<Job, List<Hit>> e : found.entrySet()) {

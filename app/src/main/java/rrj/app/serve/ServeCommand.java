@@ -127,10 +127,7 @@ public final class ServeCommand {
                 CorpusIndex index = CorpusIndex.obtain(CorpusIndex.cacheDir(d.cacheDir().resolve("index"), e.getKey(), enc), enc, file, prefix,
                         source, false, log);
                 opened.add(index);
-                CorpusIndex.Labels labels = index.labels(source);
-                String[] titles = new String[index.size()];
-                for (int i = 0; i < titles.length; i++) titles[i] = labels.title(i);
-                corpora.add(new Batcher.Corpus(e.getKey(), index, titles));
+                corpora.add(new Batcher.Corpus(e.getKey(), index, index.labels(source)));
                 log.println("rr serve: dataset " + e.getKey() + ": " + index.size() + " documents");
             }
             String name = enc.dir.toAbsolutePath().normalize().getFileName().toString();
