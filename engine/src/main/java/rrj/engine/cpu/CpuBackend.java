@@ -36,10 +36,17 @@ import java.util.Arrays;
  * over W rows, lanes reduced per output) is kept as the fallback
  * ({@code new CpuBackend(threads, false)}) and is tested like the fast path.
  *
- * <p><b>Attention</b> per (sequence, head), 6 query rows at a time: Q (scaled by 1/√D) and K
- * are packed into the same tile / panel layouts and {@code S = Q·Kᵀ} runs on the GEMM
- * micro-kernel; softmax uses a vector exp ({@link #exp}); the probabilities are packed as a
- * tile and {@code O = P·V} runs on the micro-kernel again.
+ * <p><b>Attention</b> per (sequence, head), 16 queries at a time on the vector lanes: K (in
+ * 6-key tiles) and Q (scaled by 1/√D, one 16-query panel) are packed into the GEMM layouts and
+ * {@code Sᵀ = K·Qᵀ} runs on the micro-kernel; the softmax over keys is element-wise down the
+ * rows (vector {@link #exp}, no lane reductions); {@code Oᵀ = Vᵀ·Pᵀ} runs on the micro-kernel
+ * again with P as it is, and 1/Σ is applied as Oᵀ is written back ({@link AttentionTask}).
+ *
+ * <p><b>JIT shape.</b> C2 stops inlining when one compilation passes its node budget; a Vector
+ * API call left out-of-line boxes its vectors and runs 10–50× slower. Hot vector code therefore
+ * lives in methods C2 compiles on their own (too many bytecodes to be inlined, like the
+ * micro-kernels and {@code AttentionTask.queryPanel}); check with {@code -XX:+PrintInlining}
+ * that none of them shows {@code NodeCountInliningCutoff} after a change.
  *
  * <p>Determinism: the same inputs give the same bits on every call, before and after the JIT
  * compiles the kernels (no {@code reduceLanes(ADD)}, see {@link #sum}), whatever the thread
@@ -794,28 +801,31 @@ public final class CpuBackend implements Backend {
 
     /**
      * One worker's attention buffers for head size D and sequences up to {@code cap} tokens, in
-     * the GEMM micro-kernel's layouts, each tile or panel its own slice indexed from 0: Q in
-     * tiles of 6 rows ([D][6], pre-scaled by 1/√D), K in panels of 16 keys ([D][16]), the
-     * probabilities of 6 query rows as one tile ([T][6]), V in panels of 16 columns ([T][16]).
+     * the GEMM micro-kernel's layouts, each tile or panel its own slice indexed from 0. The
+     * queries sit on the vector lanes, 16 at a time: Qᵀ as one panel ([D][16], pre-scaled by
+     * 1/√D), K in tiles of 6 keys ([D][6]), Sᵀ = K·Qᵀ and then the probabilities as one panel
+     * ([keys][16]), V in tiles of 6 head columns ([T][6]), Oᵀ = Vᵀ·Pᵀ as one panel ([D][16]).
      */
     static final class AttentionScratch {
-        final int d, cap, lp;            // lp: cap rounded up to whole key panels
-        final MemorySegment[] qTile, kPanel, vPanel;
-        final MemorySegment pTile;       // [cap][6]
-        final MemorySegment scores;      // [6][lp]: 6 query rows against all keys, then their probabilities
-        final MemorySegment edge;        // one 6×NR output tile
+        final int d, cap, dTiles;
+        final MemorySegment qPanel;      // [D][16]
+        final MemorySegment[] kTile;     // per 6 keys: [D][6]
+        final MemorySegment[] vTile;     // per 6 head columns: [cap][6]
+        final MemorySegment sPanel;      // [keys rounded up to 6][16]
+        final MemorySegment oPanel;      // [D rounded up to 6][16]
+        final float[] inv = new float[NR]; // 1 / Σ per query lane
 
         AttentionScratch(int d, int cap) {
             this.d = d;
             this.cap = cap;
-            this.lp = (cap + NR - 1) / NR * NR;
+            this.dTiles = (d + MR - 1) / MR;
+            int keyTiles = (cap + MR - 1) / MR;
             Arena a = Arena.ofAuto();
-            qTile = slices(a, (cap + MR - 1) / MR, (long) d * MR);
-            kPanel = slices(a, lp / NR, (long) d * NR);
-            vPanel = slices(a, (d + NR - 1) / NR, (long) cap * NR);
-            pTile = a.allocate((long) cap * MR * 4, 64);
-            scores = a.allocate((long) MR * lp * 4, 64);
-            edge = a.allocate((long) MR * NR * 4, 64);
+            qPanel = a.allocate((long) d * NR * 4, 64);
+            kTile = slices(a, keyTiles, (long) d * MR);
+            vTile = slices(a, dTiles, (long) cap * MR);
+            sPanel = a.allocate((long) keyTiles * MR * NR * 4, 64);
+            oPanel = a.allocate((long) dTiles * MR * NR * 4, 64);
         }
 
         private static MemorySegment[] slices(Arena a, int n, long floats) {
@@ -827,10 +837,13 @@ public final class CpuBackend implements Backend {
     }
 
     /**
-     * Per (sequence, head), 6 query rows at a time: {@code S = (Q/√D)·Kᵀ} with the GEMM
-     * micro-kernel (K = D), softmax per row (vector EXP), then {@code O = P·V} with the same
-     * kernel (K = T). Pad keys (past T, up to the 16-key panel) get −∞ scores, so exp gives them
-     * exactly 0; pad query rows (past T, up to the 6-row tile) are zeros and never stored.
+     * Per (sequence, head), 16 queries at a time on the vector lanes: {@code Sᵀ = K·(Q/√D)ᵀ} with
+     * the GEMM micro-kernel (6 keys × 16 queries per call, K = D), the softmax over keys down the
+     * rows, element-wise (max, exp, sum: no horizontal reductions, no transposed copy of P), then
+     * {@code Oᵀ = Vᵀ·Pᵀ} with the same kernel (6 head columns × 16 queries per call, K = T),
+     * scaled by 1/Σ per query as it is written back. Pad keys (past T, up to the 6-key tile) are
+     * zeros whose score rows the softmax never reads; pad queries (past T, up to 16) are zero
+     * columns whose outputs are never written.
      */
     final class AttentionTask implements Parallel.Task {
         MemorySegment out, q, k, v;
@@ -843,92 +856,84 @@ public final class CpuBackend implements Backend {
             AttentionScratch a = scratch[worker];
             int b = chunk / heads, h = chunk % heads;
             int s0 = batch.start[b], len = batch.length(b);
-            int panels = (len + NR - 1) / NR, lp = panels * NR, vPanels = (d + NR - 1) / NR;
             long hd = (long) h * d;
-            float scale = (float) (1.0 / Math.sqrt(d));
-            // K panels ([D][16 keys], zero past len) and V panels ([T][16 columns], zero past D)
-            for (int p = 0; p < panels; p++) {
-                MemorySegment kp = a.kPanel[p];
-                for (int jj = 0; jj < NR; jj++) {
-                    int j = p * NR + jj;
+            // K tiles ([D][6 keys], zero past len) and V tiles ([T][6 head columns], zero past D)
+            for (int t = 0, keyTiles = (len + MR - 1) / MR; t < keyTiles; t++) {
+                MemorySegment kt = a.kTile[t];
+                for (int r = 0; r < MR; r++) {
+                    int j = t * MR + r;
                     if (j < len) {
                         MemorySegment row = k.asSlice(((long) (s0 + j) * c + hd) * 4, (long) d * 4);
-                        for (int e = 0; e < d; e++) kp.setAtIndex(Tensor.F32, (long) e * NR + jj, row.getAtIndex(Tensor.F32, e));
+                        for (int e = 0; e < d; e++) kt.setAtIndex(Tensor.F32, (long) e * MR + r, row.getAtIndex(Tensor.F32, e));
                     } else {
-                        for (int e = 0; e < d; e++) kp.setAtIndex(Tensor.F32, (long) e * NR + jj, 0f);
+                        for (int e = 0; e < d; e++) kt.setAtIndex(Tensor.F32, (long) e * MR + r, 0f);
                     }
                 }
             }
-            for (int p = 0; p < vPanels; p++) {
-                MemorySegment vp = a.vPanel[p];
-                int e0 = p * NR, w = Math.min(NR, d - e0);
+            for (int t = 0; t < a.dTiles; t++) {
+                MemorySegment vt = a.vTile[t];
+                int e0 = t * MR, w = Math.min(MR, d - e0);
                 for (int j = 0; j < len; j++) {
-                    long src = (long) (s0 + j) * c + hd + e0;
-                    if (w == NR) {
-                        store(load(v, src), vp, (long) j * NR);
-                        store(load(v, src + L), vp, (long) j * NR + L);
-                    } else {
-                        for (int e = 0; e < NR; e++) vp.setAtIndex(Tensor.F32, (long) j * NR + e, e < w ? v.getAtIndex(Tensor.F32, src + e) : 0f);
-                    }
+                    MemorySegment row = v.asSlice(((long) (s0 + j) * c + hd + e0) * 4, (long) w * 4);
+                    for (int r = 0; r < MR; r++) vt.setAtIndex(Tensor.F32, (long) j * MR + r, r < w ? row.getAtIndex(Tensor.F32, r) : 0f);
                 }
             }
-            MemorySegment sc = a.scores, pt = a.pTile, e = a.edge;
-            for (int t = 0, i0 = 0; i0 < len; t++, i0 += MR) {
-                int n = Math.min(MR, len - i0);
-                // Q tile ([D][6], scaled; rows past len are 0)
-                MemorySegment qt = a.qTile[t];
-                for (int r = 0; r < MR; r++) {
-                    if (r < n) {
-                        MemorySegment row = q.asSlice(((long) (s0 + i0 + r) * c + hd) * 4, (long) d * 4);
-                        for (int x = 0; x < d; x++) qt.setAtIndex(Tensor.F32, (long) x * MR + r, row.getAtIndex(Tensor.F32, x) * scale);
-                    } else {
-                        for (int x = 0; x < d; x++) qt.setAtIndex(Tensor.F32, (long) x * MR + r, 0f);
-                    }
+            float scale = (float) (1.0 / Math.sqrt(d));
+            for (int i0 = 0; i0 < len; i0 += NR) queryPanel(a, s0 + i0, Math.min(NR, len - i0), len, hd, scale);
+        }
+
+        /**
+         * Rows {@code [i, i + nq)} (nq ≤ 16) of one sequence's head {@code hd}, against its {@code
+         * len} keys (K and V tiles already packed). Kept out of {@link #run} on purpose: C2 stops
+         * inlining once a compilation passes its node budget (NodeCountInliningCutoff), and a
+         * Vector API call that is not inlined boxes every vector. With the softmax inside run, the
+         * exp and the vector stores after it were cut off that way (-XX:+PrintInlining) and the
+         * attention ran 1.6× slower. This method is too large (bytecodes) for C2 to inline into
+         * run, so it is compiled on its own budget; the softmax keeps a single exp call site.
+         */
+        private void queryPanel(AttentionScratch a, int i, int nq, int len, long hd, float scale) {
+            MemorySegment qp = a.qPanel, sp = a.sPanel, op = a.oPanel;
+            // Qᵀ panel ([D][16 queries], scaled; queries past nq are 0)
+            for (int x = 0; x < NR; x++) {
+                if (x < nq) {
+                    MemorySegment row = q.asSlice(((long) (i + x) * c + hd) * 4, (long) d * 4);
+                    for (int e = 0; e < d; e++) qp.setAtIndex(Tensor.F32, (long) e * NR + x, row.getAtIndex(Tensor.F32, e) * scale);
+                } else {
+                    for (int e = 0; e < d; e++) qp.setAtIndex(Tensor.F32, (long) e * NR + x, 0f);
                 }
-                // scores of 6 query rows against all keys: [6][lp]; then probabilities
-                for (int p = 0; p < panels; p++) kernel(qt, a.kPanel[p], d, sc, (long) p * NR, lp);
-                // P tile, k-major over keys: pt[j][r] = exp(s_rj − max_r) / Σ_j (the 1/Σ applied while packing)
-                for (int r = 0; r < MR; r++) {
-                    if (r < n) {
-                        float inv = softmax(sc, (long) r * lp, len);
-                        MemorySegment row = sc.asSlice((long) r * lp * 4, (long) len * 4);
-                        for (int j = 0; j < len; j++) pt.setAtIndex(Tensor.F32, (long) j * MR + r, row.getAtIndex(Tensor.F32, j) * inv);
-                    } else {
-                        for (int j = 0; j < len; j++) pt.setAtIndex(Tensor.F32, (long) j * MR + r, 0f);
-                    }
-                }
-                // out rows = P·V, 16 head columns at a time
-                for (int p = 0; p < vPanels; p++) {
-                    int e0 = p * NR, w = Math.min(NR, d - e0);
-                    long o = (long) (s0 + i0) * c + hd + e0;
-                    if (n == MR && w == NR) {
-                        kernel(pt, a.vPanel[p], len, out, o, c);
-                    } else {
-                        kernel(pt, a.vPanel[p], len, e, 0, NR);
-                        for (int r = 0; r < n; r++)
-                            for (int x = 0; x < w; x++) out.setAtIndex(Tensor.F32, o + (long) r * c + x, e.getAtIndex(Tensor.F32, (long) r * NR + x));
-                    }
-                }
+            }
+            // Sᵀ: all keys against these queries, [keys][16]
+            for (int t = 0, keyTiles = (len + MR - 1) / MR; t < keyTiles; t++) kernel(a.kTile[t], qp, d, sp, (long) t * MR * NR, NR);
+            softmax(sp, len, a.inv);
+            // Oᵀ = Vᵀ·Pᵀ, 6 head columns at a time, [D][16]
+            for (int t = 0; t < a.dTiles; t++) {
+                if (d - t * MR <= 4) kernel4(a.vTile[t], sp, len, op, (long) t * MR * NR, NR);
+                else kernel(a.vTile[t], sp, len, op, (long) t * MR * NR, NR);
+            }
+            // out rows = Oᵀ columns · 1/Σ
+            for (int x = 0; x < nq; x++) {
+                long dst = (long) (i + x) * c + hd;
+                float inv = a.inv[x];
+                for (int e = 0; e < d; e++) out.setAtIndex(Tensor.F32, dst + e, op.getAtIndex(Tensor.F32, (long) e * NR + x) * inv);
             }
         }
 
         /**
-         * In place on sc[o .. o+len): s_j → exp(s_j − max); returns 1 / Σ_j. The lanes past len up
-         * to the vector width are set to −∞ first, so they count for neither max nor sum.
+         * In place on the score panel's rows [0, len), each query a lane: s_jx → exp(s_jx − max_j s_jx);
+         * {@code inv[x] = 1 / Σ_j}. Rows past len (pad keys) are not read.
          */
-        private float softmax(MemorySegment sc, long o, int len) {
-            int lv = (len + L - 1) / L * L; // ≤ lp: panels are 2 vectors wide
-            for (int j = len; j < lv; j++) sc.setAtIndex(Tensor.F32, o + j, Float.NEGATIVE_INFINITY);
-            FloatVector m = FloatVector.broadcast(S, Float.NEGATIVE_INFINITY);
-            for (int j = 0; j < lv; j += L) m = m.max(load(sc, o + j));
-            FloatVector mv = FloatVector.broadcast(S, m.reduceLanes(VectorOperators.MAX));
-            FloatVector acc = FloatVector.zero(S);
-            for (int j = 0; j < lv; j += L) {
-                FloatVector x = exp(load(sc, o + j).sub(mv));
-                store(x, sc, o + j);
-                acc = acc.add(x);
+        private void softmax(MemorySegment sp, int len, float[] inv) {
+            for (int h = 0; h < NR; h += L) { // one half of the lanes at a time: one exp call site
+                FloatVector m = FloatVector.broadcast(S, Float.NEGATIVE_INFINITY);
+                for (int j = 0; j < len; j++) m = m.max(load(sp, (long) j * NR + h));
+                FloatVector z = FloatVector.zero(S);
+                for (int j = 0; j < len; j++) {
+                    FloatVector x = exp(load(sp, (long) j * NR + h).sub(m));
+                    store(x, sp, (long) j * NR + h);
+                    z = z.add(x);
+                }
+                FloatVector.broadcast(S, 1f).div(z).intoArray(inv, h);
             }
-            return 1f / sum(acc);
         }
     }
 
