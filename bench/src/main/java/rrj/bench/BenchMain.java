@@ -126,12 +126,13 @@ public final class BenchMain {
             so.setInterOpNumThreads(1);
             so.setExecutionMode(OrtSession.SessionOptions.ExecutionMode.SEQUENTIAL);
             so.setOptimizationLevel(OrtSession.SessionOptions.OptLevel.ALL_OPT);
+            so.addConfigEntry("session.force_spinning_stop", "1"); // spin within a run, not after it (see Runner.fixed)
             try (OrtSession ort = opt.containsKey("onnx") ? env.createSession(opt.get("onnx"), so)
                     : env.createSession(onnxFromClasspath(), so)) {
                 System.out.println("# ours: " + backend.describe() + "; model " + modelDir + " (" + describe(enc.bert.config) + ", max "
                         + enc.options.maxLength() + " tokens, " + enc.options.pooling() + (enc.options.normalize() ? " + L2" : "") + ")");
                 System.out.println("# ORT " + OrtEnvironment.getEnvironment().getVersion() + ": intra-op threads " + threads
-                        + ", inter-op 1, sequential, all graph optimisations; padded int64 inputs");
+                        + ", inter-op 1, sequential, all graph optimisations, spinning within a run only; padded int64 inputs");
                 Runner r = new Runner(enc, env, ort, threads);
                 List<Result> results = new ArrayList<>();
                 List<String> texts = null;
@@ -179,6 +180,9 @@ public final class BenchMain {
             this.c = enc.dimension();
             this.config = enc.bert.config;
         }
+
+        /** The corpus pass: batches per block (one untimed settling batch per engine per block). */
+        static final int BLOCK = 8;
 
         /** B sequences of exactly T tokens: corpus texts long enough, truncated to T ([CLS] … [SEP]). */
         int[][] fixedIds(List<String> texts, int b, int t) {
@@ -265,14 +269,28 @@ public final class BenchMain {
             }
         }
 
-        /** A fixed batch, {@code rounds} alternating rounds after {@code warmup}; checks parity once. */
+        /**
+         * A fixed batch: after {@code warmup} and one parity check, {@code rounds} timed runs of
+         * each engine, alternating, each after one untimed run of the same engine.
+         *
+         * <p>ORT's intra-op workers spin-wait for work (session.intra_op.allow_spinning = 1, its
+         * default, which gives ORT its best latency) and by default go on spinning after a run
+         * ends; on 2 cores that spinning thread takes a core from whatever runs next. Measured on
+         * the development machine (workloads a and e, 25 rounds, 2026-11-27): our 1 × 16 query
+         * took 9.4–13.2 ms after ORT runs with ORT's defaults, still 7.3–8.5 ms with 50 ms of our
+         * own untimed runs in between, and 6.1–6.4 ms with ORT's spinning stopped at the end of
+         * each run (session.force_spinning_stop = 1) — ORT's own query then took 4.7–4.8 ms, as
+         * with its defaults (4.1–5.7), while turning its spinning off altogether slowed it to
+         * 5.6–6.3 ms. So ORT spins within its runs and stops after them; the untimed run before
+         * each timed one lets caches hold what they would in a loop of that engine alone.
+         */
         Result fixed(String name, String what, int[][] ids, Lora[][] expert, int rounds, int warmup) throws OrtException {
             warm(() -> ours(ids, expert), () -> ort(ids), warmup);
             if (expert == null) parity(name, ours(ids, null), ort(ids));
             double[] a = new double[rounds], o = new double[rounds];
-            for (int i = 0; i < rounds; i++) {
-                if (i % 2 == 0) { a[i] = timeOurs(ids, expert); o[i] = timeOrt(ids); }
-                else { o[i] = timeOrt(ids); a[i] = timeOurs(ids, expert); }
+            for (int i = 0; i < rounds; i++) { // each timed run after an untimed one of the same engine
+                if (i % 2 == 0) { ours(ids, expert); a[i] = timeOurs(ids, expert); ort(ids); o[i] = timeOrt(ids); }
+                else { ort(ids); o[i] = timeOrt(ids); ours(ids, expert); a[i] = timeOurs(ids, expert); }
             }
             double flops = 0;
             for (int[] x : ids) flops += Shapes.forwardFlops(config, x.length) * (expert == null ? 1 : 2);
@@ -280,7 +298,7 @@ public final class BenchMain {
             return new Result(name, what, ids.length, flops, a, o, 0, 0, null);
         }
 
-        /** The corpus in batches of 32 in file order, each batch timed on both sides (alternating order). */
+        /** The corpus in batches of 32 in file order, each batch timed on both sides (blocks of {@link #BLOCK} batches, alternating which engine goes first). */
         Result corpus(String name, String what, List<String> texts, int passes, int warmup) throws OrtException {
             int max = enc.options.maxLength();
             int[][] all = new int[texts.size()][];
@@ -294,17 +312,26 @@ public final class BenchMain {
             double ta = 0, to = 0;
             long tokens = 0, padded = 0;
             for (int p = 0; p < passes; p++)
-                for (int i = 0; i < nb; i++) {
-                    int k = p * nb + i;
-                    int[][] ids = batches.get(i);
-                    if (k % 2 == 0) { a[k] = timeOurs(ids, null); o[k] = timeOrt(ids); }
-                    else { o[k] = timeOrt(ids); a[k] = timeOurs(ids, null); }
-                    ta += a[k]; to += o[k];
-                    ratios[k] = o[k] / a[k];
-                    if (p == 0) {
-                        int t = 0;
-                        for (int[] x : ids) { tokens += x.length; t = Math.max(t, x.length); }
-                        padded += (long) t * ids.length;
+                for (int b0 = 0; b0 < nb; b0 += BLOCK) { // blocks of batches, each engine's block after one untimed batch (see fixed)
+                    int b1 = Math.min(nb, b0 + BLOCK);
+                    boolean oursFirst = (p * nb + b0) / BLOCK % 2 == 0;
+                    for (int side = 0; side < 2; side++) {
+                        boolean mine = (side == 0) == oursFirst;
+                        if (mine) ours(batches.get(b0), null); else ort(batches.get(b0));
+                        for (int i = b0; i < b1; i++) {
+                            if (mine) a[p * nb + i] = timeOurs(batches.get(i), null);
+                            else o[p * nb + i] = timeOrt(batches.get(i));
+                        }
+                    }
+                    for (int i = b0; i < b1; i++) {
+                        int k = p * nb + i;
+                        ta += a[k]; to += o[k];
+                        ratios[k] = o[k] / a[k];
+                        if (p == 0) {
+                            int t = 0;
+                            for (int[] x : batches.get(i)) { tokens += x.length; t = Math.max(t, x.length); }
+                            padded += (long) t * batches.get(i).length;
+                        }
                     }
                 }
             double flops = 0;

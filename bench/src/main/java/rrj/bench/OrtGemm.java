@@ -29,6 +29,7 @@ final class OrtGemm implements AutoCloseable {
             so.setIntraOpNumThreads(threads);
             so.setInterOpNumThreads(1);
             so.setOptimizationLevel(OrtSession.SessionOptions.OptLevel.ALL_OPT);
+            so.addConfigEntry("session.force_spinning_stop", "1"); // as in BenchMain: spin within a run, not after it
             session = env.createSession(model(k, n, wKn, bias), so);
         }
         x = OnnxTensor.createTensor(env, FloatBuffer.wrap(xValues), new long[]{m, k});
