@@ -599,10 +599,15 @@ public final class CpuBackend implements Backend {
         store(c50, dst, off); store(c51, dst, off + L);
     }
 
-    /** {@link #kernel} with {@code bias[bo .. bo+NR)} added to every row before the store. */
+    /**
+     * {@link #kernel} with {@code bias[bo .. bo+NR)} added to every row: the accumulators start
+     * from the bias. (Adding it to the accumulators after the loop instead made the method too
+     * large for C2's node budget: six of its twelve stores were left as calls that boxed their
+     * vectors — bench/check-inlining.sh.)
+     */
     static void kernelBias(MemorySegment xt, MemorySegment wp, int k, MemorySegment dst, long off, int ld, MemorySegment bias, long bo) {
-        FloatVector c00 = FloatVector.zero(S), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-        FloatVector c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+        FloatVector c00 = load(bias, bo), c01 = load(bias, bo + L), c10 = c00, c11 = c01, c20 = c00, c21 = c01;
+        FloatVector c30 = c00, c31 = c01, c40 = c00, c41 = c01, c50 = c00, c51 = c01;
         for (int kk = 0; kk < k; kk++) {
             long xo = kk * (MR * 4L), wo = kk * (NR * 4L);
             FloatVector b0 = FloatVector.fromMemorySegment(S, wp, wo, LE), b1 = FloatVector.fromMemorySegment(S, wp, wo + L * 4L, LE);
@@ -619,13 +624,12 @@ public final class CpuBackend implements Backend {
             a = FloatVector.broadcast(S, xt.get(Tensor.F32, xo + 20));
             c50 = a.fma(b0, c50); c51 = a.fma(b1, c51);
         }
-        FloatVector b0 = load(bias, bo), b1 = load(bias, bo + L);
-        store(c00.add(b0), dst, off); store(c01.add(b1), dst, off + L); off += ld;
-        store(c10.add(b0), dst, off); store(c11.add(b1), dst, off + L); off += ld;
-        store(c20.add(b0), dst, off); store(c21.add(b1), dst, off + L); off += ld;
-        store(c30.add(b0), dst, off); store(c31.add(b1), dst, off + L); off += ld;
-        store(c40.add(b0), dst, off); store(c41.add(b1), dst, off + L); off += ld;
-        store(c50.add(b0), dst, off); store(c51.add(b1), dst, off + L);
+        store(c00, dst, off); store(c01, dst, off + L); off += ld;
+        store(c10, dst, off); store(c11, dst, off + L); off += ld;
+        store(c20, dst, off); store(c21, dst, off + L); off += ld;
+        store(c30, dst, off); store(c31, dst, off + L); off += ld;
+        store(c40, dst, off); store(c41, dst, off + L); off += ld;
+        store(c50, dst, off); store(c51, dst, off + L);
     }
 
     /** {@link #kernel} for the first 4 rows of a tile only (a tail tile of ≤ 4 rows; rows 4 and 5 are not written). */
