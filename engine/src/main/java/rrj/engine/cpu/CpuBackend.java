@@ -45,8 +45,9 @@ import java.util.Arrays;
  * <p><b>JIT shape.</b> C2 stops inlining when one compilation passes its node budget; a Vector
  * API call left out-of-line boxes its vectors and runs 10–50× slower. Hot vector code therefore
  * lives in methods C2 compiles on their own (too many bytecodes to be inlined, like the
- * micro-kernels and {@code AttentionTask.queryPanel}); check with {@code -XX:+PrintInlining}
- * that none of them shows {@code NodeCountInliningCutoff} after a change.
+ * micro-kernels and {@code AttentionTask.queryPanel}) and stays small enough for C2's node
+ * budget; {@code bench/check-inlining.sh} lists every cut-off in a C2 compilation of our
+ * methods (run it after changing a kernel).
  *
  * <p>Determinism: the same inputs give the same bits on every call, before and after the JIT
  * compiles the kernels (no {@code reduceLanes(ADD)}, see {@link #sum}), whatever the thread
