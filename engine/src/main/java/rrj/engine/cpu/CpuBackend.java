@@ -484,7 +484,7 @@ public final class CpuBackend implements Backend {
                     for (int t = t0; t < tFull; t++) {
                         long off = (long) t * MR * out + o;
                         if (first) { // the bias joins the accumulators before the first store
-                            if (bias != null) kernelBias(xk[t][kb], wp, kl, y, off, out, bias, o);
+                            if (bias != null) kernel(xk[t][kb], wp, kl, y, off, out, bias, o);
                             else kernel(xk[t][kb], wp, kl, y, off, out);
                         } else { // a later K block: its partial sum into scratch, then added to y
                             kernel(xk[t][kb], wp, kl, e, 0, NR);
@@ -567,47 +567,26 @@ public final class CpuBackend implements Backend {
         }
     }
 
-    /**
-     * The 6×NR micro-kernel: {@code dst[r, 0..NR) = Σ_k xt[k·6 + r] · wp[k·NR .. +NR)} for r in
-     * [0, 6), written at {@code dst[off + r·ld]}. 12 accumulators stay in registers over all of K.
-     * {@code xt} and {@code wp} are exact slices indexed from 0 by the loop counter: that lets C2
-     * drop the per-access bounds checks (measured: ~1.4× over offsets into the big segments).
-     */
+    /** NR zeros: the starting value of a tile's accumulators when there is no bias. */
+    static final MemorySegment ZEROS = Arena.global().allocate(NR * 4L, 64);
+
+    /** {@link #kernel(MemorySegment, MemorySegment, int, MemorySegment, long, int, MemorySegment, long)} from zero. */
     static void kernel(MemorySegment xt, MemorySegment wp, int k, MemorySegment dst, long off, int ld) {
-        FloatVector c00 = FloatVector.zero(S), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-        FloatVector c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-        for (int kk = 0; kk < k; kk++) {
-            long xo = kk * (MR * 4L), wo = kk * (NR * 4L);
-            FloatVector b0 = FloatVector.fromMemorySegment(S, wp, wo, LE), b1 = FloatVector.fromMemorySegment(S, wp, wo + L * 4L, LE);
-            FloatVector a = FloatVector.broadcast(S, xt.get(Tensor.F32, xo));
-            c00 = a.fma(b0, c00); c01 = a.fma(b1, c01);
-            a = FloatVector.broadcast(S, xt.get(Tensor.F32, xo + 4));
-            c10 = a.fma(b0, c10); c11 = a.fma(b1, c11);
-            a = FloatVector.broadcast(S, xt.get(Tensor.F32, xo + 8));
-            c20 = a.fma(b0, c20); c21 = a.fma(b1, c21);
-            a = FloatVector.broadcast(S, xt.get(Tensor.F32, xo + 12));
-            c30 = a.fma(b0, c30); c31 = a.fma(b1, c31);
-            a = FloatVector.broadcast(S, xt.get(Tensor.F32, xo + 16));
-            c40 = a.fma(b0, c40); c41 = a.fma(b1, c41);
-            a = FloatVector.broadcast(S, xt.get(Tensor.F32, xo + 20));
-            c50 = a.fma(b0, c50); c51 = a.fma(b1, c51);
-        }
-        store(c00, dst, off); store(c01, dst, off + L); off += ld;
-        store(c10, dst, off); store(c11, dst, off + L); off += ld;
-        store(c20, dst, off); store(c21, dst, off + L); off += ld;
-        store(c30, dst, off); store(c31, dst, off + L); off += ld;
-        store(c40, dst, off); store(c41, dst, off + L); off += ld;
-        store(c50, dst, off); store(c51, dst, off + L);
+        kernel(xt, wp, k, dst, off, ld, ZEROS, 0);
     }
 
     /**
-     * {@link #kernel} with {@code bias[bo .. bo+NR)} added to every row: the accumulators start
-     * from the bias. (Adding it to the accumulators after the loop instead made the method too
-     * large for C2's node budget: six of its twelve stores were left as calls that boxed their
-     * vectors — bench/check-inlining.sh.)
+     * The 6×NR micro-kernel: {@code dst[r, 0..NR) = init[io, +NR) + Σ_k xt[k·6 + r] · wp[k·NR, +NR)}
+     * for r in [0, 6), written at {@code dst[off + r·ld]}. 12 accumulators stay in registers over
+     * all of K; they start from {@code init} (the bias of a linear's first K block, else zeros).
+     * {@code xt} and {@code wp} are exact slices indexed from 0 by the loop counter: that lets C2
+     * drop the per-access bounds checks (measured: ~1.4× over offsets into the big segments).
+     * (Adding a bias to the accumulators after the loop instead made the method too large for
+     * C2's node budget: six of its twelve stores were left as calls that boxed their vectors —
+     * bench/check-inlining.sh.)
      */
-    static void kernelBias(MemorySegment xt, MemorySegment wp, int k, MemorySegment dst, long off, int ld, MemorySegment bias, long bo) {
-        FloatVector c00 = load(bias, bo), c01 = load(bias, bo + L), c10 = c00, c11 = c01, c20 = c00, c21 = c01;
+    static void kernel(MemorySegment xt, MemorySegment wp, int k, MemorySegment dst, long off, int ld, MemorySegment init, long io) {
+        FloatVector c00 = load(init, io), c01 = load(init, io + L), c10 = c00, c11 = c01, c20 = c00, c21 = c01;
         FloatVector c30 = c00, c31 = c01, c40 = c00, c41 = c01, c50 = c00, c51 = c01;
         for (int kk = 0; kk < k; kk++) {
             long xo = kk * (MR * 4L), wo = kk * (NR * 4L);
@@ -633,7 +612,7 @@ public final class CpuBackend implements Backend {
         store(c50, dst, off); store(c51, dst, off + L);
     }
 
-    /** {@link #kernel} for the first 4 rows of a tile only (a tail tile of ≤ 4 rows; rows 4 and 5 are not written). */
+    /** {@link #kernel(MemorySegment, MemorySegment, int, MemorySegment, long, int)} for the first 4 rows of a tile only (a tail tile of ≤ 4 rows; rows 4 and 5 are not written). */
     static void kernel4(MemorySegment xt, MemorySegment wp, int k, MemorySegment dst, long off, int ld) {
         FloatVector c00 = FloatVector.zero(S), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
         for (int kk = 0; kk < k; kk++) {
