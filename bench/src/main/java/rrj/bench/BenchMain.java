@@ -121,12 +121,7 @@ public final class BenchMain {
         try (Backend backend = Backends.create("cpu", threads);
              Encoder enc = Encoder.open(modelDir, backend, null, null, null);
              OrtEnvironment env = OrtEnvironment.getEnvironment();
-             OrtSession.SessionOptions so = new OrtSession.SessionOptions()) {
-            so.setIntraOpNumThreads(threads);
-            so.setInterOpNumThreads(1);
-            so.setExecutionMode(OrtSession.SessionOptions.ExecutionMode.SEQUENTIAL);
-            so.setOptimizationLevel(OrtSession.SessionOptions.OptLevel.ALL_OPT);
-            so.addConfigEntry("session.force_spinning_stop", "1"); // spin within a run, not after it (see Runner.fixed)
+             OrtSession.SessionOptions so = ortOptions(threads)) {
             try (OrtSession ort = opt.containsKey("onnx") ? env.createSession(opt.get("onnx"), so)
                     : env.createSession(onnxFromClasspath(), so)) {
                 System.out.println("# ours: " + backend.describe() + "; model " + modelDir + " (" + describe(enc.bert.config) + ", max "
@@ -159,6 +154,21 @@ public final class BenchMain {
     }
 
     // ---------------------------------------------------------------- the two engines
+
+    /**
+     * ORT's session options for every comparison here: {@code threads} intra-op threads, one
+     * inter-op, sequential, all graph optimisations, and spinning within a run but not after it
+     * (why: {@link Runner#fixed}).
+     */
+    static OrtSession.SessionOptions ortOptions(int threads) throws OrtException {
+        OrtSession.SessionOptions so = new OrtSession.SessionOptions();
+        so.setIntraOpNumThreads(threads);
+        so.setInterOpNumThreads(1);
+        so.setExecutionMode(OrtSession.SessionOptions.ExecutionMode.SEQUENTIAL);
+        so.setOptimizationLevel(OrtSession.SessionOptions.OptLevel.ALL_OPT);
+        so.addConfigEntry("session.force_spinning_stop", "1");
+        return so;
+    }
 
     /** Holds both engines and runs workloads on them alternately. */
     static final class Runner {
@@ -323,17 +333,16 @@ public final class BenchMain {
                             else o[p * nb + i] = timeOrt(batches.get(i));
                         }
                     }
-                    for (int i = b0; i < b1; i++) {
-                        int k = p * nb + i;
-                        ta += a[k]; to += o[k];
-                        ratios[k] = o[k] / a[k];
-                        if (p == 0) {
-                            int t = 0;
-                            for (int[] x : batches.get(i)) { tokens += x.length; t = Math.max(t, x.length); }
-                            padded += (long) t * batches.get(i).length;
-                        }
-                    }
                 }
+            for (int k = 0; k < a.length; k++) {
+                ta += a[k]; to += o[k];
+                ratios[k] = o[k] / a[k];
+            }
+            for (int[][] ids : batches) {
+                int t = 0;
+                for (int[] x : ids) { tokens += x.length; t = Math.max(t, x.length); }
+                padded += (long) t * ids.length;
+            }
             double flops = 0;
             for (int[] x : all) flops += Shapes.forwardFlops(config, x.length);
             System.out.printf(Locale.ROOT, "  d: %d tokens in %d batches; ORT's padded batches hold %d token slots (%.0f%% padding)%n",

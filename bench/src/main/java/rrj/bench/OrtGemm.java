@@ -25,11 +25,7 @@ final class OrtGemm implements AutoCloseable {
 
     OrtGemm(int m, int k, int n, int threads, float[] xValues, float[] wKn, float[] bias) throws OrtException {
         this.m = m; this.k = k; this.n = n;
-        try (OrtSession.SessionOptions so = new OrtSession.SessionOptions()) {
-            so.setIntraOpNumThreads(threads);
-            so.setInterOpNumThreads(1);
-            so.setOptimizationLevel(OrtSession.SessionOptions.OptLevel.ALL_OPT);
-            so.addConfigEntry("session.force_spinning_stop", "1"); // as in BenchMain: spin within a run, not after it
+        try (OrtSession.SessionOptions so = BenchMain.ortOptions(threads)) {
             session = env.createSession(model(k, n, wKn, bias), so);
         }
         x = OnnxTensor.createTensor(env, FloatBuffer.wrap(xValues), new long[]{m, k});
