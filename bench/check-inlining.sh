@@ -3,7 +3,8 @@
 # compilation of one of our methods gave up inlining for lack of node budget
 # (NodeCountInliningCutoff) or size (DesiredMethodLimit). A Vector API call that C2 does not
 # inline boxes its vectors and runs 10-50x slower (see CpuBackend's class comment, "JIT shape").
-# Usage: bench/check-inlining.sh [workload, default c]      (about a minute on 2 cores)
+# Usage: bench/check-inlining.sh [workload, default c] [more rr bench options, e.g. --threads 1]
+#                                                           (about a minute on 2 cores)
 #        CHECK_JFR=recording.jfr bench/check-inlining.sh    (check an existing recording made with
 #        -XX:StartFlightRecording:jdk.CompilerInlining#enabled=true,jdk.Compilation#threshold=0ms,...)
 set -euo pipefail
@@ -17,7 +18,7 @@ else
   trap 'rm -rf "$dir"' EXIT
   rec="$dir/inlining.jfr"
   RR_AOT=0 RR_JAVA_OPTS="-XX:StartFlightRecording:jdk.CompilerInlining#enabled=true,jdk.Compilation#threshold=0ms,filename=$rec" \
-    "$root/rr" bench --workloads "${1:-c}" --repeat 2 --warmup 1 > "$dir/bench.log" 2>&1 || { cat "$dir/bench.log"; exit 1; }
+    "$root/rr" bench --workloads "${1:-c}" --repeat 2 --warmup 1 "${@:2}" > "$dir/bench.log" 2>&1 || { cat "$dir/bench.log"; exit 1; }
 fi
 { "$java/jfr" print --events jdk.Compilation "$rec"; echo "#INLINING"; "$java/jfr" print --events jdk.CompilerInlining "$rec"; } | awk '
   /^#INLINING/ { inl = 1; next }
