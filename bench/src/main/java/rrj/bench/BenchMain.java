@@ -61,6 +61,7 @@ public final class BenchMain {
     static final String USAGE = """
             usage: rr bench [--model DIR] [--onnx FILE] [--threads N] [--repeat N] [--warmup N]
                             [--workloads a,b,c,d,e,g] [--docs N] [--corpus FILE] [--json FILE]
+                            [--profile a|b|c]
               Our engine vs ONNX Runtime on the same model and token ids, run alternately.
               Workloads: a query 1x16; b batch 32x128; c batch 32x256; d the SciFact corpus in batches
               of 32 (max 256 tokens); e a routed query (2 passes, the second with a LoRA expert) vs
@@ -73,6 +74,8 @@ public final class BenchMain {
               --warmup   untimed rounds first (default 3)
               --docs     only the first N corpus documents for d (default: all 5,183)
               --json     also write the results: one object per workload (name, ours_ms, ort_ms, ratio, ...)
+              --profile  instead of the timings: where one pass of workload a, b or c spends its time,
+                         ours per backend op and ORT per graph node (its profiler); --repeat passes (default 10)
             """;
 
     public static void main(String[] argv) {
@@ -108,6 +111,8 @@ public final class BenchMain {
         int warmup = intOpt(opt, "warmup", 3, 0, 100000);
         int docs = intOpt(opt, "docs", Integer.MAX_VALUE, 1, Integer.MAX_VALUE);
         String workloads = opt.getOrDefault("workloads", "a,b,c,d,e");
+        String profile = opt.get("profile");
+        if (profile != null && !List.of("a", "b", "c").contains(profile)) throw new IllegalArgumentException("--profile takes a, b or c, got '" + profile + "'");
         for (String w : workloads.split(","))
             if (!List.of("a", "b", "c", "d", "e", "g").contains(w)) throw new IllegalArgumentException("unknown workload '" + w + "' (a, b, c, d, e, g)");
         Path home = Path.of(System.getProperty("rr.home", "."));
@@ -129,6 +134,13 @@ public final class BenchMain {
                 System.out.println("# ORT " + OrtEnvironment.getEnvironment().getVersion() + ": intra-op threads " + threads
                         + ", inter-op 1, sequential, all graph optimisations, spinning within a run only; padded int64 inputs");
                 Runner r = new Runner(enc, env, ort, threads);
+                if (profile != null) {
+                    List<String> texts = readCorpus(corpus, docs);
+                    int[] shape = switch (profile) { case "a" -> new int[]{1, 16}; case "b" -> new int[]{32, 128}; default -> new int[]{32, 256}; };
+                    OpProfile.run(r, backend, modelDir, s -> opt.containsKey("onnx") ? env.createSession(opt.get("onnx"), s) : env.createSession(onnxFromClasspath(), s),
+                            threads, profile + ": " + shape[0] + " x " + shape[1] + " tokens", r.fixedIds(texts, shape[0], shape[1]), repeat < 0 ? 10 : repeat, warmup);
+                    return 0;
+                }
                 List<Result> results = new ArrayList<>();
                 List<String> texts = null;
                 for (String w : workloads.split(",")) {
@@ -593,7 +605,7 @@ public final class BenchMain {
 
     static Map<String, String> parse(String[] argv) {
         Map<String, String> m = new LinkedHashMap<>();
-        List<String> valued = List.of("model", "onnx", "threads", "repeat", "warmup", "workloads", "docs", "corpus", "json");
+        List<String> valued = List.of("model", "onnx", "threads", "repeat", "warmup", "workloads", "docs", "corpus", "json", "profile");
         for (int i = 0; i < argv.length; i++) {
             String a = argv[i];
             if (a.equals("-h") || a.equals("--help") || a.equals("help")) { m.put("help", ""); continue; }
