@@ -127,8 +127,8 @@ public final class BenchMain {
              Encoder enc = Encoder.open(modelDir, backend, null, null, null);
              OrtEnvironment env = OrtEnvironment.getEnvironment();
              OrtSession.SessionOptions so = ortOptions(threads)) {
-            try (OrtSession ort = opt.containsKey("onnx") ? env.createSession(opt.get("onnx"), so)
-                    : env.createSession(onnxFromClasspath(), so)) {
+            OpProfile.SessionFactory onnx = o -> opt.containsKey("onnx") ? env.createSession(opt.get("onnx"), o) : env.createSession(onnxFromClasspath(), o);
+            try (OrtSession ort = onnx.open(so)) {
                 System.out.println("# ours: " + backend.describe() + "; model " + modelDir + " (" + describe(enc.bert.config) + ", max "
                         + enc.options.maxLength() + " tokens, " + enc.options.pooling() + (enc.options.normalize() ? " + L2" : "") + ")");
                 System.out.println("# ORT " + OrtEnvironment.getEnvironment().getVersion() + ": intra-op threads " + threads
@@ -137,8 +137,7 @@ public final class BenchMain {
                 if (profile != null) {
                     List<String> texts = readCorpus(corpus, docs);
                     int[] shape = switch (profile) { case "a" -> new int[]{1, 16}; case "b" -> new int[]{32, 128}; default -> new int[]{32, 256}; };
-                    OpProfile.run(r, backend, modelDir, s -> opt.containsKey("onnx") ? env.createSession(opt.get("onnx"), s) : env.createSession(onnxFromClasspath(), s),
-                            threads, profile + ": " + shape[0] + " x " + shape[1] + " tokens", r.fixedIds(texts, shape[0], shape[1]), repeat < 0 ? 10 : repeat, warmup);
+                    OpProfile.run(r, onnx, threads, profile + ": " + shape[0] + " x " + shape[1] + " tokens", r.fixedIds(texts, shape[0], shape[1]), repeat < 0 ? 10 : repeat, warmup);
                     return 0;
                 }
                 List<Result> results = new ArrayList<>();

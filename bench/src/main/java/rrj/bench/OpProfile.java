@@ -1,6 +1,5 @@
 package rrj.bench;
 
-import ai.onnxruntime.OrtException;
 import ai.onnxruntime.OrtSession;
 import rrj.engine.Backend;
 import rrj.engine.Tensor;
@@ -24,9 +23,12 @@ import java.util.Map;
  * same token ids — ours op by op (each backend call timed through a proxy of the backend; the
  * CPU backend is synchronous, so a call's time is its work), ORT node by node from its own
  * profiler (the nodes' kernel times, with the layer index folded so that the six layers of a
- * kind add up). Means over the timed passes, after untimed ones. The two lists name different
- * things (ORT runs bias, GELU and the attention's transposes as nodes of their own; ours fuses
- * bias and GELU into the linear), so compare the rows that do the same work, and the totals.
+ * kind add up). Means over the timed passes, after the same untimed warm-up as the timed
+ * workloads ({@link BenchMain.Runner#warm}). The two lists name different things (ORT runs
+ * bias, GELU and the attention's transposes as nodes of their own; ours fuses bias and GELU
+ * into the linear), so compare the rows that do the same work, and the totals. Both profilers
+ * cost time per op: negligible at b and c, a large share at a (a 1 × 16 pass measured 10 ms
+ * ours, 13 ms ORT wall, against ~6 ms each unprofiled), where the rows are for shares only.
  * The engines alternate pass by pass, as in the timed workloads.
  */
 final class OpProfile {
@@ -35,10 +37,12 @@ final class OpProfile {
     /** One row: total nanoseconds and calls over the timed passes. */
     static final class Sum { long nanos; int calls; }
 
+    /** Opens a session on the ONNX model under comparison with the given options. */
     interface SessionFactory { OrtSession open(OrtSession.SessionOptions so) throws Exception; }
 
-    static void run(BenchMain.Runner base, Backend backend, Path modelDir, SessionFactory onnx, int threads,
-                    String what, int[][] ids, int rounds, int warmup) throws Exception {
+    /** Profiles {@code ids} on {@code base}'s backend (through a timing proxy) and on a profiling session of {@code onnx}. */
+    static void run(BenchMain.Runner base, SessionFactory onnx, int threads, String what, int[][] ids, int rounds, int warmup) throws Exception {
+        Backend backend = base.be;
         System.out.printf(Locale.ROOT, "%n# profile: %s, %d timed passes after %d untimed, per engine%n", what, rounds, warmup);
 
         // ours: the same backend behind a timing proxy, in an encoder of its own
@@ -62,14 +66,14 @@ final class OpProfile {
         Path dir = Files.createTempDirectory("rr-ort-profile");
         Map<String, Sum> ort = new HashMap<>();
         long oursWall = 0, ortWall = 0;
-        try (Encoder enc = Encoder.open(modelDir, timed, null, null, null);
+        try (Encoder enc = Encoder.open(base.enc.dir, timed, null, null, null);
              OrtSession.SessionOptions so = BenchMain.ortOptions(threads)) {
             so.enableProfiling(dir.resolve("ort").toString()); // ORT: a session of its own with the profiler on
             Path file;
             try (OrtSession session = onnx.open(so)) {
                 BenchMain.Runner us = new BenchMain.Runner(enc, base.env, base.ort, threads);
                 BenchMain.Runner them = new BenchMain.Runner(base.enc, base.env, session, threads);
-                for (int i = 0; i < warmup; i++) { us.ours(ids, null); them.ort(ids); }
+                BenchMain.Runner.warm(() -> us.ours(ids, null), () -> them.ort(ids), warmup); // as the timed workloads: ≥ 3 s each
                 timing[0] = true;
                 for (int i = 0; i < rounds; i++) {
                     long t0 = System.nanoTime();
