@@ -1,5 +1,6 @@
 package rrj.convert.onnx;
 
+import rrj.convert.FileText;
 import rrj.convert.onnx.OnnxModel.Node;
 import rrj.convert.onnx.OnnxModel.TensorData;
 import rrj.engine.Tensor;
@@ -213,7 +214,7 @@ public final class OnnxBertConverter {
                 return;
             }
             throw fail(add, "the other operand of the embedding sum to be a Gather over a constant embedding table, got "
-                    + (p == null ? "value " + OnnxFormatException.quote(v) : p.describe()));
+                    + (p == null ? "value " + FileText.quote(v) : p.describe()));
         }
 
         Tensor table(Node gather) {
@@ -406,7 +407,7 @@ public final class OnnxBertConverter {
         String residual(String v, String skip, String what) {
             Node u = onlyUser(v, what);
             if (!u.opType().equals("Add") || !other(u, v).equals(skip))
-                throw fail(u, what + ": an Add of the dense output and the layer input " + OnnxFormatException.quote(skip));
+                throw fail(u, what + ": an Add of the dense output and the layer input " + FileText.quote(skip));
             return u.output(0);
         }
 
@@ -701,7 +702,7 @@ public final class OnnxBertConverter {
             List<Node> us = users(v);
             if (us.size() == 1) return us.get(0);
             Node p = producers.get(v);
-            String from = p == null ? "value " + OnnxFormatException.quote(v) : p.describe();
+            String from = p == null ? "value " + FileText.quote(v) : p.describe();
             if (us.isEmpty()) throw new OnnxFormatException(path + ": " + from + ": output is not used further; expected " + what + " to continue");
             List<String> names = new ArrayList<>();
             for (Node n : us) names.add(n.describe());
@@ -713,7 +714,7 @@ public final class OnnxBertConverter {
             if (binary.inputs().size() != 2) throw fail(binary, "two inputs");
             if (binary.input(0).equals(v)) return binary.input(1);
             if (binary.input(1).equals(v)) return binary.input(0);
-            throw fail(binary, "an input " + OnnxFormatException.quote(v));
+            throw fail(binary, "an input " + FileText.quote(v));
         }
 
         Tensor f32(TensorData t) {

@@ -1,5 +1,6 @@
 package rrj.convert.onnx;
 
+import rrj.convert.FileText;
 import rrj.engine.DType;
 import rrj.engine.Tensor;
 
@@ -145,7 +146,7 @@ public final class OnnxModel {
 
         /** "node 'name' (OpType)" for messages. */
         public String describe() {
-            return "node " + OnnxFormatException.quote(name.isEmpty() ? "<unnamed>" : name) + " ("
+            return "node " + FileText.quote(name.isEmpty() ? "<unnamed>" : name) + " ("
                     + (domain.isEmpty() ? "" : domain + ".") + opType + ")";
         }
 
@@ -223,7 +224,7 @@ public final class OnnxModel {
 
         /** "initializer 'name' [dims] TYPE" for messages. */
         public String describe() {
-            return "tensor " + OnnxFormatException.quote(name) + " " + Arrays.toString(dims) + " " + dataTypeName(dataType);
+            return "tensor " + FileText.quote(name) + " " + Arrays.toString(dims) + " " + dataTypeName(dataType);
         }
 
         /**
@@ -576,7 +577,7 @@ public final class OnnxModel {
                     }
                     case 11 -> { p.expect(LEN, "GraphProto.input"); inputs.add(valueInfo(p.message())); }
                     case 12 -> { p.expect(LEN, "GraphProto.output"); outputs.add(valueInfo(p.message())); }
-                    case 15 -> throw new OnnxFormatException(path + ": graph " + OnnxFormatException.quote(name)
+                    case 15 -> throw new OnnxFormatException(path + ": graph " + FileText.quote(name)
                             + " has sparse initializers, which are not supported");
                     default -> p.skip();
                 }
@@ -600,7 +601,7 @@ public final class OnnxModel {
                     default -> p.skip();
                 }
             }
-            if (op.isEmpty()) throw new WireException("node " + OnnxFormatException.quote(name) + " has no op_type");
+            if (op.isEmpty()) throw new WireException("node " + FileText.quote(name) + " has no op_type");
             if (domain.equals("ai.onnx")) domain = "";
             return new Node(name, op, domain, List.copyOf(in), List.copyOf(out), Collections.unmodifiableMap(attrs));
         }
@@ -706,10 +707,10 @@ public final class OnnxModel {
                     default -> p.skip();
                 }
             }
-            String what = role + " " + OnnxFormatException.quote(name);
+            String what = role + " " + FileText.quote(name);
             if (external)
                 throw new OnnxFormatException(path + ": " + what + " keeps its data in an external file"
-                        + (location != null ? " (" + OnnxFormatException.quote(location) + ")" : "")
+                        + (location != null ? " (" + FileText.quote(location) + ")" : "")
                         + ", which is not supported; save the model with all tensors inside the .onnx file");
             if (segment)
                 throw new OnnxFormatException(path + ": " + what + " is a segmented (chunked) tensor, which is not supported");

@@ -1,5 +1,6 @@
 package rrj.convert.torch;
 
+import rrj.convert.FileText;
 import rrj.engine.DType;
 import rrj.engine.Tensor;
 
@@ -77,29 +78,29 @@ public final class TorchStateDict {
             if (zip.entries.isEmpty()) throw new TorchFormatException(binFile + ": zip archive has no entries");
             String first = zip.entries.keySet().iterator().next();
             int slash = first.indexOf('/');
-            if (slash <= 0) throw new TorchFormatException(binFile + ": not a torch.save archive (entry " + TorchFormatException.quote(first) + " is not in a top-level folder)");
+            if (slash <= 0) throw new TorchFormatException(binFile + ": not a torch.save archive (entry " + FileText.quote(first) + " is not in a top-level folder)");
             String prefix = first.substring(0, slash + 1);
 
             TorchZip.Entry pkl = zip.entries.get(prefix + "data.pkl");
             if (pkl == null) {
                 if (zip.entries.containsKey(prefix + "constants.pkl") || zip.entries.containsKey(prefix + "code/"))
                     throw new TorchFormatException(binFile + ": this is a TorchScript archive (torch.jit.save), not a torch.save state dict");
-                throw new TorchFormatException(binFile + ": not a torch.save archive (no " + TorchFormatException.quote(prefix + "data.pkl") + ")");
+                throw new TorchFormatException(binFile + ": not a torch.save archive (no " + FileText.quote(prefix + "data.pkl") + ")");
             }
             checkVersion(binFile, zip, prefix);
             TorchZip.Entry bo = zip.entries.get(prefix + "byteorder");
             if (bo != null) {
                 String order = new String(zip.bytes(bo, 64), StandardCharsets.US_ASCII).strip();
                 if (!order.equals("little"))
-                    throw new TorchFormatException(binFile + ": byteorder is " + TorchFormatException.quote(order) + "; only little-endian archives are supported");
+                    throw new TorchFormatException(binFile + ": byteorder is " + FileText.quote(order) + "; only little-endian archives are supported");
             }
 
             byte[] pickle = zip.bytes(pkl, MAX_PICKLE_BYTES);
             TorchUnpickler.StorageSource source = key -> {
                 TorchZip.Entry e = zip.entries.get(prefix + "data/" + key);
                 if (e == null)
-                    throw new TorchFormatException(binFile + ": storage " + TorchFormatException.quote(key) + " is missing (no zip entry "
-                            + TorchFormatException.quote(prefix + "data/" + key) + ")");
+                    throw new TorchFormatException(binFile + ": storage " + FileText.quote(key) + " is missing (no zip entry "
+                            + FileText.quote(prefix + "data/" + key) + ")");
                 return zip.data(e, arena);
             };
             Object top = new TorchUnpickler(binFile + ": " + pkl.name(), pickle, source, arena).load();
@@ -122,7 +123,7 @@ public final class TorchStateDict {
     private static void checkVersion(Path file, TorchZip.Reader zip, String prefix) {
         TorchZip.Entry v = zip.entries.get(prefix + "version");
         if (v == null) v = zip.entries.get(prefix + ".data/version");
-        if (v == null) throw new TorchFormatException(file + ": not a torch.save archive (no " + TorchFormatException.quote(prefix + "version") + " record)");
+        if (v == null) throw new TorchFormatException(file + ": not a torch.save archive (no " + FileText.quote(prefix + "version") + " record)");
         String s = new String(zip.bytes(v, 64), StandardCharsets.US_ASCII).strip();
         long n;
         try {
@@ -132,11 +133,11 @@ public final class TorchStateDict {
         }
         // inline_container.h: kMinSupportedFileFormatVersion 1 .. kMaxSupportedFileFormatVersion (currently 10)
         if (n < 1 || n > 10)
-            throw new TorchFormatException(file + ": unsupported archive version " + TorchFormatException.quote(s) + " (supported: 1..10)");
+            throw new TorchFormatException(file + ": unsupported archive version " + FileText.quote(s) + " (supported: 1..10)");
         TorchZip.Entry fv = zip.entries.get(prefix + ".format_version");
         if (fv != null) {
             String f = new String(zip.bytes(fv, 64), StandardCharsets.US_ASCII).strip();
-            if (!f.equals("1")) throw new TorchFormatException(file + ": unsupported .format_version " + TorchFormatException.quote(f));
+            if (!f.equals("1")) throw new TorchFormatException(file + ": unsupported .format_version " + FileText.quote(f));
         }
     }
 
@@ -150,13 +151,13 @@ public final class TorchStateDict {
             Object v = e.getValue();
             if (v instanceof Tensor t) out.put(key, t);
             else if (v instanceof TorchUnpickler.Refused r)
-                throw new TorchFormatException(file + ": tensor " + TorchFormatException.quote(key) + ": " + r.reason());
+                throw new TorchFormatException(file + ": tensor " + FileText.quote(key) + ": " + r.reason());
             else if (v instanceof TorchUnpickler.PyDict)
-                throw new TorchFormatException(file + ": entry " + TorchFormatException.quote(key) + " is a nested "
+                throw new TorchFormatException(file + ": entry " + FileText.quote(key) + " is a nested "
                         + TorchUnpickler.typeName(v) + ", not a tensor (a checkpoint wrapper such as {'state_dict': ...} "
                         + "is not unwrapped; save the inner state dict on its own)");
             else
-                throw new TorchFormatException(file + ": entry " + TorchFormatException.quote(key) + " is "
+                throw new TorchFormatException(file + ": entry " + FileText.quote(key) + " is "
                         + TorchUnpickler.aType(v) + ", not a tensor");
         }
         return out;

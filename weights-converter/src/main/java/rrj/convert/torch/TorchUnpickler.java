@@ -1,5 +1,6 @@
 package rrj.convert.torch;
 
+import rrj.convert.FileText;
 import rrj.engine.DType;
 import rrj.engine.Tensor;
 
@@ -282,7 +283,7 @@ final class TorchUnpickler {
         String q = module + "." + name;
         Object g = GLOBALS.get(q);
         if (g == null)
-            throw fail("global " + TorchFormatException.quote(q) + " is not allowed (only collections.OrderedDict and torch tensor-rebuild globals are loaded)");
+            throw fail("global " + FileText.quote(q) + " is not allowed (only collections.OrderedDict and torch tensor-rebuild globals are loaded)");
         return g;
     }
 
@@ -435,11 +436,11 @@ final class TorchUnpickler {
         if (!(t.get(1) instanceof StorageType type)) throw fail("persistent id: storage type is " + aType(t.get(1)));
         if (!(t.get(2) instanceof String key)) throw fail("persistent id: key is " + aType(t.get(2)));
         if (!(t.get(3) instanceof String)) throw fail("persistent id: location is " + aType(t.get(3)));
-        if (!(t.get(4) instanceof Long numel) || numel < 0) throw fail("persistent id for storage " + TorchFormatException.quote(key) + ": bad numel " + describe(t.get(4)));
+        if (!(t.get(4) instanceof Long numel) || numel < 0) throw fail("persistent id for storage " + FileText.quote(key) + ": bad numel " + describe(t.get(4)));
         StorageRef seen = storages.get(key);
         if (seen != null) {
             if (!seen.type().equals(type) || seen.numel() != numel)
-                throw fail("storage " + TorchFormatException.quote(key) + " is viewed both as " + seen.type().qualname() + "[" + seen.numel()
+                throw fail("storage " + FileText.quote(key) + " is viewed both as " + seen.type().qualname() + "[" + seen.numel()
                         + "] and as " + type.qualname() + "[" + numel + "]");
             return seen;
         }
@@ -449,11 +450,11 @@ final class TorchUnpickler {
             try {
                 need = Math.multiplyExact(numel, (long) type.elementBytes());
             } catch (ArithmeticException e) {
-                throw fail("storage " + TorchFormatException.quote(key) + ": numel " + numel + " overflows");
+                throw fail("storage " + FileText.quote(key) + ": numel " + numel + " overflows");
             }
             MemorySegment raw = source.storage(key);
             if (raw.byteSize() < need)
-                throw fail("storage " + TorchFormatException.quote(key) + " has " + raw.byteSize() + " bytes, but " + numel + " elements of "
+                throw fail("storage " + FileText.quote(key) + " has " + raw.byteSize() + " bytes, but " + numel + " elements of "
                         + type.qualname() + " need " + need);
             data = raw.asSlice(0, need);
         }
@@ -627,7 +628,7 @@ final class TorchUnpickler {
 
     /** Scalars shown by value, everything else by type. */
     private static String describe(Object o) {
-        if (o instanceof String s) return TorchFormatException.quote(s);
+        if (o instanceof String s) return FileText.quote(s);
         if (o instanceof Long || o instanceof Double || o instanceof Boolean) return String.valueOf(o);
         if (o instanceof Tuple t && t.size() <= 6) {
             StringBuilder sb = new StringBuilder("(");

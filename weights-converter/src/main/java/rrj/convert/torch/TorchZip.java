@@ -1,5 +1,7 @@
 package rrj.convert.torch;
 
+import rrj.convert.FileText;
+
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -127,15 +129,15 @@ final class TorchZip {
                     }
                     x += 4 + len;
                 }
-                if ((flags & 1) != 0) throw new TorchFormatException(path + ": zip entry " + TorchFormatException.quote(name) + " is encrypted");
+                if ((flags & 1) != 0) throw new TorchFormatException(path + ": zip entry " + FileText.quote(name) + " is encrypted");
                 if (local < 0 || local + 30 > cdOffset || f.get(U32, local) != LOCAL_SIG)
-                    throw new TorchFormatException(path + ": corrupt zip archive (bad local header for entry " + TorchFormatException.quote(name) + ")");
+                    throw new TorchFormatException(path + ": corrupt zip archive (bad local header for entry " + FileText.quote(name) + ")");
                 long data = local + 30 + u16(f, local + 26) + u16(f, local + 28);
                 if (csize < 0 || usize < 0 || data + csize > cdOffset)
-                    throw new TorchFormatException(path + ": truncated or corrupt zip archive (entry " + TorchFormatException.quote(name)
+                    throw new TorchFormatException(path + ": truncated or corrupt zip archive (entry " + FileText.quote(name)
                             + " data " + data + "+" + csize + " runs past the central directory at " + cdOffset + ")");
                 if (method == 0 && csize != usize)
-                    throw new TorchFormatException(path + ": corrupt zip entry " + TorchFormatException.quote(name) + " (stored, but sizes differ)");
+                    throw new TorchFormatException(path + ": corrupt zip entry " + FileText.quote(name) + " (stored, but sizes differ)");
                 out.put(name, new Entry(name, method, crc, csize, usize, local, data));
                 p += 46 + nameLen + extraLen + commentLen;
             }
@@ -150,7 +152,7 @@ final class TorchZip {
             MemorySegment raw = file.asSlice(e.dataOffset(), e.compressedSize());
             if (e.method() == 0) return raw;
             if (e.method() != 8)
-                throw new TorchFormatException(path + ": zip entry " + TorchFormatException.quote(e.name())
+                throw new TorchFormatException(path + ": zip entry " + FileText.quote(e.name())
                         + " uses compression method " + e.method() + " (only stored and deflated are supported)");
             MemorySegment out = arena.allocate(Math.max(1, e.size()), ALIGNMENT).asSlice(0, e.size());
             Inflater inf = new Inflater(true);
@@ -174,7 +176,7 @@ final class TorchZip {
                 }
                 if (!inf.finished() || outPos != e.size()) throw new DataFormatException("inflated " + outPos + " of " + e.size() + " bytes");
             } catch (DataFormatException ex) {
-                throw new TorchFormatException(path + ": corrupt deflated zip entry " + TorchFormatException.quote(e.name()) + ": " + ex.getMessage(), ex);
+                throw new TorchFormatException(path + ": corrupt deflated zip entry " + FileText.quote(e.name()) + ": " + ex.getMessage(), ex);
             } finally {
                 inf.end();
             }
@@ -184,7 +186,7 @@ final class TorchZip {
         /** A small entry's bytes as an array (pickles, version records). */
         byte[] bytes(Entry e, long maxBytes) {
             if (e.size() > maxBytes)
-                throw new TorchFormatException(path + ": zip entry " + TorchFormatException.quote(e.name()) + " is " + e.size() + " bytes (limit " + maxBytes + ")");
+                throw new TorchFormatException(path + ": zip entry " + FileText.quote(e.name()) + " is " + e.size() + " bytes (limit " + maxBytes + ")");
             try (Arena a = Arena.ofConfined()) {
                 return data(e, a).toArray(ValueLayout.JAVA_BYTE);
             }
