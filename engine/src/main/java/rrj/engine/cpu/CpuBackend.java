@@ -68,11 +68,12 @@ public final class CpuBackend implements Backend {
     static final int NB = 64;     // dot form: W rows per work block
     static final int MR = 6;      // broadcast form: rows per micro-tile
     static final int NR = 2 * L;  // broadcast form: output columns per panel (16 with AVX2)
-    // x tiles of one row block (half of a 1 MB L2; W panels stream past and are reused by every
-    // tile of the block). Measured on the 2-core EPYC (A/B in one JVM, 30 interleaved rounds,
-    // median ratio): 512 KB with KC 1536 runs 4096 × 768 → 3072 6-12 % faster than 160 KB with
-    // KC 768, 4096 × 768 → 768 3 %, and is neutral (±3 %) at 3072 → 768 and the MiniLM shapes;
-    // a smaller KC (128-384) was 5-20 % slower.
+    // x tiles of one row block: 512 KB, one core's whole L2 on the EPYC it was tuned on (W panels
+    // stream past and are reused by every tile of the block). Measured there (A/B in one JVM,
+    // 2 threads, median of per-round ratios): 512 KB with KC 1536 runs 4096 × 768 → 3072 6-12 %
+    // faster than 160 KB with KC 768, 4096 × 768 → 768 3 %, and is neutral (±3 %) at 3072 → 768
+    // and the MiniLM shapes; a smaller KC (128-384) was 5-20 % slower. Again on 2026-11-27, at
+    // 4096 × 768 → 3072: blocks of 128 / 256 / 384 KB ran 0.91 / 0.96 / 1.00× of 512 KB.
     static final int X_BLOCK_BYTES = 512 * 1024;
     static final int KC = 1536;   // K block: a longer K (BERT-large FFN down, 4096) is summed in blocks so the x block stays in L2
 
