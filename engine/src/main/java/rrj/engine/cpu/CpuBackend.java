@@ -507,8 +507,10 @@ public final class CpuBackend implements Backend {
                 for (int t = t0; t < t1; t++) {
                     if (t < tFull && p < pFull) continue;
                     int i = t * MR, n = Math.min(MR, rows - i);
-                    if (n <= 4) kernel4(xp[t], w[p], in, e, 0, NR); // a tail of ≤ 4 rows (a 16-token query: 6 + 6 + 4)
-                    else kernel(xp[t], w[p], in, e, 0, NR);
+                    // all 6 rows even for a tail of fewer (its x rows are packed as zeros): a
+                    // 4-row kernel for the tail of a 16-token query (6 + 6 + 4) made the whole
+                    // pass 1.11× slower than this (A/B in one JVM, 21 rounds)
+                    kernel(xp[t], w[p], in, e, 0, NR);
                     for (int r = 0; r < n; r++) {
                         long src = (long) r * NR, dst = (long) (i + r) * out + o;
                         if (cols == NR) { store(load(e, src), y, dst); store(load(e, src + L), y, dst + L); }
@@ -616,27 +618,6 @@ public final class CpuBackend implements Backend {
         store(c30, dst, off); store(c31, dst, off + L); off += ld;
         store(c40, dst, off); store(c41, dst, off + L); off += ld;
         store(c50, dst, off); store(c51, dst, off + L);
-    }
-
-    /** {@link #kernel(MemorySegment, MemorySegment, int, MemorySegment, long, int)} for the first 4 rows of a tile only (a tail tile of ≤ 4 rows; rows 4 and 5 are not written). */
-    static void kernel4(MemorySegment xt, MemorySegment wp, int k, MemorySegment dst, long off, int ld) {
-        FloatVector c00 = FloatVector.zero(S), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-        for (int kk = 0; kk < k; kk++) {
-            long xo = kk * (MR * 4L), wo = kk * (NR * 4L);
-            FloatVector b0 = FloatVector.fromMemorySegment(S, wp, wo, LE), b1 = FloatVector.fromMemorySegment(S, wp, wo + L * 4L, LE);
-            FloatVector a = FloatVector.broadcast(S, xt.get(Tensor.F32, xo));
-            c00 = a.fma(b0, c00); c01 = a.fma(b1, c01);
-            a = FloatVector.broadcast(S, xt.get(Tensor.F32, xo + 4));
-            c10 = a.fma(b0, c10); c11 = a.fma(b1, c11);
-            a = FloatVector.broadcast(S, xt.get(Tensor.F32, xo + 8));
-            c20 = a.fma(b0, c20); c21 = a.fma(b1, c21);
-            a = FloatVector.broadcast(S, xt.get(Tensor.F32, xo + 12));
-            c30 = a.fma(b0, c30); c31 = a.fma(b1, c31);
-        }
-        store(c00, dst, off); store(c01, dst, off + L); off += ld;
-        store(c10, dst, off); store(c11, dst, off + L); off += ld;
-        store(c20, dst, off); store(c21, dst, off + L); off += ld;
-        store(c30, dst, off); store(c31, dst, off + L);
     }
 
     /**
@@ -895,11 +876,9 @@ public final class CpuBackend implements Backend {
             // Sᵀ: all keys against these queries, [keys][16]
             for (int t = 0, keyTiles = (len + MR - 1) / MR; t < keyTiles; t++) kernel(a.kTile[t], qp, d, sp, (long) t * MR * NR, NR);
             softmax(sp, len, a.inv);
-            // Oᵀ = Vᵀ·Pᵀ, 6 head columns at a time, [D][16]
-            for (int t = 0; t < a.dTiles; t++) {
-                if (d - t * MR <= 4) kernel4(a.vTile[t], sp, len, op, (long) t * MR * NR, NR);
-                else kernel(a.vTile[t], sp, len, op, (long) t * MR * NR, NR);
-            }
+            // Oᵀ = Vᵀ·Pᵀ, 6 head columns at a time, [D][16] (the last tile's columns past D are
+            // zeros: all 6 rows are computed, as in the GEMM's tail tiles)
+            for (int t = 0; t < a.dTiles; t++) kernel(a.vTile[t], sp, len, op, (long) t * MR * NR, NR);
             // out rows = Oᵀ columns · 1/Σ
             for (int x = 0; x < nq; x++) {
                 long dst = (long) (i + x) * c + hd;
