@@ -242,29 +242,44 @@ public final class CpuBackend implements Backend {
      * e^x lane-wise for x ≤ 0 (softmax's arguments) as 2^t, t = x·log₂e: n = t rounded to the
      * nearest integer (by adding and subtracting 1.5·2²³), f = t − n ∈ [−½, ½] computed from x
      * with log₂e split in two (two FMAs, so f does not inherit the rounding of t), 2^f by its
-     * degree-6 Taylor polynomial (truncation ≤ 1.2e−7 at |f| = ½), and 2^n added to the result's
-     * exponent bits — 2^n's bits are the low bits of t + 1.5·2²³ shifted by 23. Relative error
-     * ≤ 2.2e−7 (measured against Math.exp over [−87, 0]); e^0 is exactly 1; x below −87.3
-     * (including −∞) gives ~2^−126 instead of 0, which no softmax sum can see. 14 vector ops; the
-     * Cephes form before it (split ln2, polynomial in r, 2^n as a float multiply) took 20 and ran
-     * 1.4–1.5× slower in a loop of its own.
+     * degree-6 Taylor polynomial (truncation ≤ 1.2e−7 at |f| = ½), times 2^n made as the float
+     * of the integer 1 << (n + 30) (the polynomial's coefficients carry the 2^−30: exact).
+     * Relative error ≤ 2.2e−7 against Math.exp over [−20.7, 0]; e^0 is exactly 1. x is clamped
+     * at −30·ln 2 ≈ −20.79 (n ≥ −30), so anything below, −∞ included, gives e^−20.79 ≈ 9.3e−10
+     * (2^−30): in a softmax, whose largest term is e^0 = 1, that moves Σ by at most 9.3e−10 per
+     * key (2.4e−7 relative with 256 keys, all of them 21 below the largest).
+     *
+     * <p>Why not the usual bit trick (n added to the exponent bits with {@code
+     * reinterpretAsInts}): until C2 compiles the caller, the Vector API runs a reinterpretation
+     * as a store into a {@code byte[]} segment, and that store enters the one JDK method that every
+     * vector store into a segment goes through. With a heap segment in that method's type profile,
+     * C2 compiled the GEMM micro-kernel with two receiver types per store, passed its node budget
+     * and left stores as calls that box their vectors (bench/check-inlining.sh e: in 5 of 7
+     * runs), which depends on compile timing and lasts for the JVM's life (one such `rr bench`
+     * run: the routed query 2.1× and the batches ~1.2× slower than in the others). Casts (F2I,
+     * I2F) run without segments. Going through a native scratch vector instead made the
+     * attention 0.70× as fast.
      */
     static FloatVector exp(FloatVector x) {
-        x = x.max(-87.3f);
+        x = x.max(-20.79f);
         FloatVector tm = x.mul(1.44269504088896341f).add(12582912f);          // n + 1.5·2²³, n = round(t)
         FloatVector f = FloatVector.broadcast(S, 12582912f).sub(tm);           // −n
         f = x.fma(FloatVector.broadcast(S, 1.44269502162933349609375f), f);   // t − n with log₂e's float
         f = x.fma(FloatVector.broadcast(S, 1.925962991e-8f), f);              // … and the rest of log₂e
-        FloatVector p = FloatVector.broadcast(S, 1.5403530393381606e-4f);     // (ln 2)^k / k!, k = 6 … 0
-        p = p.fma(f, FloatVector.broadcast(S, 1.3333558146428443e-3f));
-        p = p.fma(f, FloatVector.broadcast(S, 9.618129107628477e-3f));
-        p = p.fma(f, FloatVector.broadcast(S, 5.550410866482158e-2f));
-        p = p.fma(f, FloatVector.broadcast(S, 2.402265069591007e-1f));
-        p = p.fma(f, FloatVector.broadcast(S, 6.931471805599453e-1f));
-        p = p.fma(f, FloatVector.broadcast(S, 1f));
-        IntVector n = tm.reinterpretAsInts().lanewise(VectorOperators.LSHL, 23); // n·2²³ (mod 2³²)
-        return p.reinterpretAsInts().add(n).reinterpretAsFloats();
+        FloatVector p = FloatVector.broadcast(S, 0x1p-30f * 1.5403530393381606e-4f); // 2^−30·(ln 2)^k / k!, k = 6 … 0
+        p = p.fma(f, FloatVector.broadcast(S, 0x1p-30f * 1.3333558146428443e-3f));
+        p = p.fma(f, FloatVector.broadcast(S, 0x1p-30f * 9.618129107628477e-3f));
+        p = p.fma(f, FloatVector.broadcast(S, 0x1p-30f * 5.550410866482158e-2f));
+        p = p.fma(f, FloatVector.broadcast(S, 0x1p-30f * 2.402265069591007e-1f));
+        p = p.fma(f, FloatVector.broadcast(S, 0x1p-30f * 6.931471805599453e-1f));
+        p = p.fma(f, FloatVector.broadcast(S, 0x1p-30f));
+        // 2^(n + 30) = float(1 << (n + 30)), n + 30 ∈ [0, 30]: tm − 1.5·2²³ + 30 is that integer, exactly
+        IntVector k = (IntVector) tm.sub(12582912f - 30f).convert(VectorOperators.F2I, 0);
+        FloatVector pow = (FloatVector) ONES.lanewise(VectorOperators.LSHL, k).convert(VectorOperators.I2F, 0);
+        return p.mul(pow);
     }
+
+    private static final IntVector ONES = IntVector.broadcast(S.withLanes(int.class), 1);
 
     // ---------------------------------------------------------------- linear
 
@@ -864,14 +879,12 @@ public final class CpuBackend implements Backend {
          */
         private void queryPanel(AttentionScratch a, int i, int nq, int len, long hd, float scale) {
             MemorySegment qp = a.qPanel, sp = a.sPanel, op = a.oPanel;
-            // Qᵀ panel ([D][16 queries], scaled; queries past nq are 0)
-            for (int x = 0; x < NR; x++) {
-                if (x < nq) {
-                    MemorySegment row = q.asSlice(((long) (i + x) * c + hd) * 4, (long) d * 4);
-                    for (int e = 0; e < d; e++) qp.setAtIndex(Tensor.F32, (long) e * NR + x, row.getAtIndex(Tensor.F32, e) * scale);
-                } else {
-                    for (int e = 0; e < d; e++) qp.setAtIndex(Tensor.F32, (long) e * NR + x, 0f);
-                }
+            // Qᵀ panel ([D][16 queries], scaled; queries past nq are 0). One scalar store site
+            // here, not two: this method is near C2's node budget (see the class comment).
+            if (nq < NR) qp.fill((byte) 0);
+            for (int x = 0; x < nq; x++) {
+                MemorySegment row = q.asSlice(((long) (i + x) * c + hd) * 4, (long) d * 4);
+                for (int e = 0; e < d; e++) qp.setAtIndex(Tensor.F32, (long) e * NR + x, row.getAtIndex(Tensor.F32, e) * scale);
             }
             // Sᵀ: all keys against these queries, [keys][16]
             for (int t = 0, keyTiles = (len + MR - 1) / MR; t < keyTiles; t++) kernel(a.kTile[t], qp, d, sp, (long) t * MR * NR, NR);
