@@ -47,7 +47,10 @@ import java.util.Arrays;
  * lives in methods C2 compiles on their own (too many bytecodes to be inlined, like the
  * micro-kernels and {@code AttentionTask.queryPanel}) and stays small enough for C2's node
  * budget; {@code bench/check-inlining.sh} lists every cut-off in a C2 compilation of our
- * methods (run it after changing a kernel).
+ * methods (run it after changing a kernel, several times: whether a compilation passes the
+ * budget can depend on compile timing). No lane reinterpretation ({@code reinterpretAs…},
+ * {@code viewAs…}) anywhere in the process: before C2 compiles it, it stores into a heap
+ * segment and widens the type profile of every vector store (see {@link #exp}).
  *
  * <p>Determinism: the same inputs give the same bits on every call, before and after the JIT
  * compiles the kernels (no {@code reduceLanes(ADD)}, see {@link #sum}), whatever the thread
