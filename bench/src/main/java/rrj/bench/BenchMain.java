@@ -136,7 +136,7 @@ public final class BenchMain {
                 Runner r = new Runner(enc, env, ort, threads);
                 if (profile != null) {
                     List<String> texts = readCorpus(corpus, docs);
-                    int[] shape = switch (profile) { case "a" -> new int[]{1, 16}; case "b" -> new int[]{32, 128}; default -> new int[]{32, 256}; };
+                    int[] shape = fixedShape(profile);
                     OpProfile.run(r, onnx, threads, profile + ": " + shape[0] + " x " + shape[1] + " tokens", r.fixedIds(texts, shape[0], shape[1]), repeat < 0 ? 10 : repeat, warmup);
                     return 0;
                 }
@@ -145,9 +145,11 @@ public final class BenchMain {
                 for (String w : workloads.split(",")) {
                     if (texts == null) texts = readCorpus(corpus, docs);
                     Result res = switch (w) {
-                        case "a" -> r.fixed("a", "query 1 x 16", r.fixedIds(texts, 1, 16), null, repeat < 0 ? 15 : repeat, warmup);
-                        case "b" -> r.fixed("b", "batch 32 x 128", r.fixedIds(texts, 32, 128), null, repeat < 0 ? 15 : repeat, warmup);
-                        case "c" -> r.fixed("c", "batch 32 x 256", r.fixedIds(texts, 32, 256), null, repeat < 0 ? 15 : repeat, warmup);
+                        case "a", "b", "c" -> {
+                            int[] shape = fixedShape(w);
+                            yield r.fixed(w, (shape[0] == 1 ? "query " : "batch ") + shape[0] + " x " + shape[1], r.fixedIds(texts, shape[0], shape[1]),
+                                    null, repeat < 0 ? 15 : repeat, warmup);
+                        }
                         case "d" -> r.corpus("d", "SciFact corpus, " + texts.size() + " docs, batches of 32", texts, repeat < 0 ? 1 : repeat, warmup);
                         case "e" -> r.fixed("e", "routed query 2 x (1 x 16) vs ORT 1 x 16", r.fixedIds(texts, 1, 16), r.expert(), repeat < 0 ? 15 : repeat, warmup);
                         case "g" -> gemm(threads, repeat < 0 ? 15 : repeat);
@@ -162,6 +164,16 @@ public final class BenchMain {
             }
         }
         return 0;
+    }
+
+    /** The fixed-shape workloads: [sequences, tokens each] of a (a query), b and c (batches). */
+    static int[] fixedShape(String workload) {
+        return switch (workload) {
+            case "a" -> new int[]{1, 16};
+            case "b" -> new int[]{32, 128};
+            case "c" -> new int[]{32, 256};
+            default -> throw new IllegalArgumentException("not a fixed-shape workload: " + workload);
+        };
     }
 
     // ---------------------------------------------------------------- the two engines
