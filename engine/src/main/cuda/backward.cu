@@ -34,16 +34,19 @@ extern "C" __global__ void add_layernorm_backward(float* dsum, const float* dy, 
     float v = 0.f;
     for (int j = threadIdx.x; j < c; j += blockDim.x) { float d = row[j] - mean; v += d * d; }
     float rstd = 1.f / sqrtf(block_sum(v, red) / c + eps);
+    // g·dy rounded once (__fmul_rn: never contracted into an FMA) so that g·dy − mean(g·dy) is
+    // exactly 0 where the row is constant; rstd (up to 1/√eps) would otherwise blow the FMA's
+    // unrounded product up into a gradient where there is none (c = 1 read 0.028 instead of 0)
     float m1 = 0.f, m2 = 0.f;
     for (int j = threadIdx.x; j < c; j += blockDim.x) {
-        float g = gamma[j] * dy[o + j];
+        float g = __fmul_rn(gamma[j], dy[o + j]);
         m1 += g;
         m2 += g * (row[j] - mean) * rstd;
     }
     m1 = block_sum(m1, red) / c;
     m2 = block_sum(m2, red) / c;
     for (int j = threadIdx.x; j < c; j += blockDim.x)
-        dsum[o + j] = rstd * (gamma[j] * dy[o + j] - m1 - (row[j] - mean) * rstd * m2);
+        dsum[o + j] = rstd * (__fmul_rn(gamma[j], dy[o + j]) - m1 - (row[j] - mean) * rstd * m2);
 }
 
 // Backward of pool_rows: spreads dpooled[b] over the rows of sequence b (mean: / len; CLS:

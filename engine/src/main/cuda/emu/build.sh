@@ -15,7 +15,9 @@ for m in forward lora backward; do
   grep -oE 'extern "C" __global__ void [A-Za-z_0-9]+' "$src/$m.cu" | awk '{print "EMU_REGISTER(" $5 ")"}' >> "$out/gen/$m.cpp"
 done
 flags=(-std=c++17 -O2 -g -fPIC -shared -Wall -Wno-unknown-pragmas -Wno-unused-variable -Wno-sign-compare)
-g++ "${flags[@]}" -include "$here/emu.h" -I"$src" -Wl,-soname,libcuda.so.1 -o "$out/libcuda.so.1" \
+# the kernels contract a*b + c into one FMA, as nvcc does by default (--fmad=true): a kernel
+# whose result depends on that rounding (a difference of two products, say) fails here too
+g++ "${flags[@]}" -mfma -ffp-contract=fast -include "$here/emu.h" -I"$src" -Wl,-soname,libcuda.so.1 -o "$out/libcuda.so.1" \
   "$here/emu_runtime.cpp" "$out/gen/forward.cpp" "$out/gen/lora.cpp" "$out/gen/backward.cpp"
 g++ "${flags[@]}" -Wl,-soname,libcublas.so.13 -o "$out/libcublas.so.13" "$here/fake_cublas.cpp" \
   -L"$out" -l:libcuda.so.1 -Wl,-rpath,'$ORIGIN'

@@ -55,6 +55,12 @@ inline float __shfl_sync(unsigned, float v, int lane) { return emu::shuffle(v, l
 inline float __shfl_xor_sync(unsigned, float v, int mask) {
     return emu::shuffle(v, (int) ((emu::thread_idx.x & 31) ^ (unsigned) mask));
 }
+// a product the compiler may not contract into an FMA (the build contracts like nvcc)
+inline float __fmul_rn(float a, float b) {
+    float p = a * b;
+    asm("" : "+x"(p));
+    return p;
+}
 using std::max;
 using std::min;
 
