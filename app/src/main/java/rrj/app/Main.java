@@ -241,7 +241,7 @@ public final class Main {
                     a.getInt("max-train", 0, 0, Integer.MAX_VALUE), a.get("dev-fraction") == null ? 0.1 : number(a, "dev-fraction"),
                     a.getInt("max-dev", 200, 1, 1_000_000), a.getInt("validate-every", 50, 1, 1_000_000), h, System.err);
             rrj.router.ExpertTraining.Result r = rrj.router.ExpertTraining.run(enc, o);
-            out.printf("trained expert %s: best dev nDCG@10 %.4f at step %d of %d, %.0f s; adapter in %s%n",
+            out.printf("trained expert %s: best dev nDCG@10 %.4f at step %d of %d, %.1f s with validation; adapter in %s%n",
                     name, r.bestDev(), r.bestStep(), r.steps(), r.seconds(), outDir);
         }
         return 0;

@@ -108,7 +108,8 @@ public final class ExpertTraining {
         boolean tty = System.console() != null;
         if (!tty && step % Math.max(1, total / 20) != 0 && step != total) return;
         double eta = perStep * (total - step);
-        log.printf("%sstep %d/%d  loss %.4f  lr %.2e  %.2f s/step  ETA %dm%02ds%s", tty ? "\r" : "", step, total, loss, lr, perStep,
+        String pace = perStep >= 1 ? String.format("%.2f s/step", perStep) : String.format("%.1f ms/step", perStep * 1e3); // ms on a GPU
+        log.printf("%sstep %d/%d  loss %.4f  lr %.2e  %s  ETA %dm%02ds%s", tty ? "\r" : "", step, total, loss, lr, pace,
                 (int) eta / 60, (int) eta % 60, tty ? "" : "\n");
     }
 
