@@ -223,7 +223,12 @@ public final class CpuBackend implements Backend {
 
     /** Exact-erf GELU on a vector: {@link Erf#erfFast}'s rational form, lane-wise. */
     static FloatVector gelu(FloatVector x) {
-        FloatVector z = x.mul(0.70710678118654752f).max(-4f).min(4f);
+        return x.mul(0.5f).mul(erf(x.mul(0.70710678118654752f)).add(1f));
+    }
+
+    /** erf(z), {@link Erf#erfFast}'s rational approximation (z clamped to [−4, 4], where |erf| rounds to 1). */
+    static FloatVector erf(FloatVector x) {
+        FloatVector z = x.max(-4f).min(4f);
         FloatVector z2 = z.mul(z);
         FloatVector p = FloatVector.broadcast(S, Erf.A13);
         p = p.fma(z2, FloatVector.broadcast(S, Erf.A11));
@@ -238,7 +243,7 @@ public final class CpuBackend implements Backend {
         q = q.fma(z2, FloatVector.broadcast(S, Erf.B4));
         q = q.fma(z2, FloatVector.broadcast(S, Erf.B2));
         q = q.fma(z2, FloatVector.broadcast(S, Erf.B0));
-        return x.mul(0.5f).mul(p.div(q).add(1f));
+        return p.div(q);
     }
 
     /**
@@ -306,6 +311,7 @@ public final class CpuBackend implements Backend {
         final MemorySegment[] panel; // panel p as its own exact slice [in, NR]: the kernels index it from 0
         final MemorySegment[][] panelK; // [p][kb]: rows [kb·KC, +KC) of panel p, exact slices
         final int out, in, panels;
+        Packed transposed; // Wᵀ's panels, for linear's backward (packed on its first use)
 
         Packed(MemorySegment source, int out, int in) {
             this.source = source;
@@ -359,9 +365,16 @@ public final class CpuBackend implements Backend {
             t.lora = null;
             return;
         }
-        Packed p = packed(w);
+        gemm(y.data, x.data, rows, packed(w), bias == null ? null : plain(bias.data), ad, gelu, false);
+    }
+
+    /**
+     * y (+)= x·Wᵀ over W's packed panels, with the fused epilogue (bias, LoRA, GELU; none of
+     * them with {@code accumulate}, which adds the product to what y holds).
+     */
+    private void gemm(MemorySegment y, MemorySegment x, int rows, Packed p, MemorySegment bias, Lora ad, boolean gelu, boolean accumulate) {
         GemmTask g = gemmTask;
-        g.y = y.data; g.x = x.data; g.bias = bias == null ? null : plain(bias.data); g.w = p.panel; g.wk = p.panelK;
+        g.y = y; g.x = x; g.bias = bias; g.w = p.panel; g.wk = p.panelK; g.accumulate = accumulate;
         g.rows = rows; g.out = p.out; g.in = p.in; g.panels = p.panels; g.gelu = gelu;
         g.tiles = (rows + MR - 1) / MR;
         XTiles xt = g.xTiles(g.in, g.tiles);
@@ -408,15 +421,40 @@ public final class CpuBackend implements Backend {
         return p;
     }
 
-    /** Repacks W [out, in] into k-major panels; a chunk is one panel. */
+    /**
+     * The panels of Wᵀ, for linear's backward: dx = dy·W is the linear dy → dx whose weight is
+     * Wᵀ [in, out], so panel p holds W[o, p·NR + j] at [o·NR + j]. Packed on first use, kept
+     * beside {@link #packed}'s panels (training doubles the weights' packed memory).
+     */
+    private Packed packedTransposed(Tensor w) {
+        Packed f = packed(w);
+        if (f.transposed != null) return f.transposed;
+        Packed t = new Packed(f.source, f.in, f.out);
+        packTask.w = plain(w.toF32().data); packTask.p = t; packTask.transpose = true;
+        pool.run(packTask, t.panels);
+        packTask.w = null; packTask.p = null; packTask.transpose = false;
+        return f.transposed = t;
+    }
+
+    /** Repacks W [out, in] into k-major panels (or Wᵀ's: {@code transpose}); a chunk is one panel. */
     static final class PackTask implements Parallel.Task {
         MemorySegment w;
         Packed p;
+        boolean transpose;
 
         @Override
         public void run(int panel, int worker) {
             int in = p.in, o0 = panel * NR;
             long base = (long) panel * in * NR;
+            if (transpose) { // p.in = W's out, p.out = W's in: panel column j is W's column o0 + j
+                int cols = Math.min(NR, p.out - o0);
+                for (int k = 0; k < in; k++) {
+                    long src = (long) k * p.out + o0, dst = base + (long) k * NR;
+                    if (cols == NR) { store(load(w, src), p.data, dst); store(load(w, src + L), p.data, dst + L); }
+                    else for (int j = 0; j < NR; j++) p.data.setAtIndex(Tensor.F32, dst + j, j < cols ? w.getAtIndex(Tensor.F32, src + j) : 0f);
+                }
+                return;
+            }
             for (int j = 0; j < NR; j++) {
                 int o = o0 + j;
                 if (o < p.out) {
@@ -432,6 +470,7 @@ public final class CpuBackend implements Backend {
     /** The broadcast-form GEMM with its fused epilogue; a chunk is (row block × panel group). */
     final class GemmTask implements Parallel.Task {
         boolean packInChunk;          // each chunk packs its row block's x tiles first
+        boolean accumulate;           // y += x·Wᵀ (no epilogue) instead of y = …
         MemorySegment y, x, bias;
         MemorySegment[] w;            // the packed panels of W, [in, NR] each
         MemorySegment[] xp;           // x in tiles of MR rows, k-major, [in, MR] each
@@ -510,7 +549,7 @@ public final class CpuBackend implements Backend {
             int tFull = Math.min(t1, rows / MR), pFull = Math.min(p1, out / NR);
             for (int kb = 0; kb < kbs; kb++) {
                 int kl = Math.min(KC, in - kb * KC);
-                boolean first = kb == 0, last = kb == kbs - 1;
+                boolean first = kb == 0 && !accumulate, last = kb == kbs - 1;
                 for (int p = p0; p < pFull; p++) {
                     int o = p * NR;
                     MemorySegment wp = wk[p][kb];
@@ -540,7 +579,10 @@ public final class CpuBackend implements Backend {
                     kernel(xp[t], w[p], in, e, 0, NR);
                     for (int r = 0; r < n; r++) {
                         long src = (long) r * NR, dst = (long) (i + r) * out + o;
-                        if (cols == NR) { store(load(e, src), y, dst); store(load(e, src + L), y, dst + L); }
+                        if (accumulate) {
+                            if (cols == NR) { store(load(y, dst).add(load(e, src)), y, dst); store(load(y, dst + L).add(load(e, src + L)), y, dst + L); }
+                            else for (int j = 0; j < cols; j++) y.setAtIndex(Tensor.F32, dst + j, y.getAtIndex(Tensor.F32, dst + j) + e.getAtIndex(Tensor.F32, src + j));
+                        } else if (cols == NR) { store(load(e, src), y, dst); store(load(e, src + L), y, dst + L); }
                         else for (int j = 0; j < cols; j++) y.setAtIndex(Tensor.F32, dst + j, e.getAtIndex(Tensor.F32, src + j));
                     }
                     epilogue(y, (long) i * out + o, out, i, n, o, cols, true);
@@ -1099,7 +1141,11 @@ public final class CpuBackend implements Backend {
 
     @Override
     public void linearBackward(Tensor dx, boolean accumulate, Tensor dy, Tensor x, int rows, Tensor w, Lora lora) {
-        training.linearBackward(dx, accumulate, dy, x, rows, w, lora);
+        if (!packWeights || rows <= 0) { training.linearBackward(dx, accumulate, dy, x, rows, w, lora); return; }
+        // dx (+)= dy·W is the forward GEMM over Wᵀ's panels (CpuTraining's row-axpy form read all
+        // of W once per row: half of a training step's time; bench/README.md, "Training throughput")
+        gemm(dx.data, dy.data, rows, packedTransposed(w), null, null, false, accumulate);
+        training.loraBackward(dx, dy, x, rows, w, lora);
     }
 
     @Override

@@ -41,6 +41,9 @@ final class CpuTraining {
         t.op = backward ? Task.GELU_BACK : Task.GELU;
         t.a = out.data; t.b = x.data; t.c2 = dy == null ? null : dy.data;
         t.width = (int) (x.numel() / x.dim(0)); t.rows = rows;
+        if (backward && (t.rowScratch.length < pool.threads() || t.rowScratch[0].length < t.width)) {
+            t.rowScratch = new float[pool.threads()][t.width];
+        }
         pool.run(t, chunks(rows));
         t.clear();
     }
@@ -93,6 +96,12 @@ final class CpuTraining {
         t.rows = rows; t.in = in; t.out = out;
         pool.run(t, (rows + 3) / 4);
         t.clear();
+        loraBackward(dx, dy, x, rows, w, lora);
+    }
+
+    /** linear's backward, the LoRA part alone: every segment's dx term and dA, dB. */
+    void loraBackward(Tensor dx, Tensor dy, Tensor x, int rows, Tensor w, Lora lora) {
+        int out = (int) w.dim(0), in = (int) w.dim(1);
         if (lora != null) for (int s = 0; s < lora.count; s++) loraBackward(dx, dy, x, rows, in, out, lora, s);
     }
 
@@ -170,46 +179,17 @@ final class CpuTraining {
                 default -> {
                     int nc = chunks(rows);
                     int r0 = (int) ((long) rows * chunk / nc), r1 = (int) ((long) rows * (chunk + 1) / nc);
-                    for (int i = r0; i < r1; i++) row(i);
+                    for (int i = r0; i < r1; i++) row(i, worker);
                 }
             }
         }
 
-        private void row(int i) {
+        private void row(int i, int worker) {
             long o = (long) i * width;
             switch (op) {
-                case GELU -> {
-                    for (int j = 0; j < width; j++) a.setAtIndex(Tensor.F32, o + j, CpuBackend.gelu(b.getAtIndex(Tensor.F32, o + j)));
-                }
-                case GELU_BACK -> {
-                    for (int j = 0; j < width; j++) {
-                        float v = b.getAtIndex(Tensor.F32, o + j);
-                        float cdf = 0.5f * (1f + Erf.erfFast(v * 0.70710678118654752f));
-                        float pdf = (float) (Math.exp(-0.5 * v * v) * 0.3989422804014327);
-                        a.setAtIndex(Tensor.F32, o + j, c2.getAtIndex(Tensor.F32, o + j) * (cdf + v * pdf));
-                    }
-                }
-                case LN_BACK -> { // dsum = rstd·(g·dy − mean(g·dy) − x̂·mean(g·dy·x̂)), x̂ recomputed from x + residual
-                    float mean = 0;
-                    for (int j = 0; j < width; j++) mean += c2.getAtIndex(Tensor.F32, o + j) + d.getAtIndex(Tensor.F32, o + j);
-                    mean /= width;
-                    float var = 0;
-                    for (int j = 0; j < width; j++) { float z = c2.getAtIndex(Tensor.F32, o + j) + d.getAtIndex(Tensor.F32, o + j) - mean; var += z * z; }
-                    float rstd = (float) (1.0 / Math.sqrt(var / width + eps));
-                    float m1 = 0, m2 = 0;
-                    for (int j = 0; j < width; j++) {
-                        float xh = (c2.getAtIndex(Tensor.F32, o + j) + d.getAtIndex(Tensor.F32, o + j) - mean) * rstd;
-                        float gd = e.getAtIndex(Tensor.F32, j) * b.getAtIndex(Tensor.F32, o + j);
-                        m1 += gd;
-                        m2 += gd * xh;
-                    }
-                    m1 /= width;
-                    m2 /= width;
-                    for (int j = 0; j < width; j++) {
-                        float xh = (c2.getAtIndex(Tensor.F32, o + j) + d.getAtIndex(Tensor.F32, o + j) - mean) * rstd;
-                        a.setAtIndex(Tensor.F32, o + j, rstd * (e.getAtIndex(Tensor.F32, j) * b.getAtIndex(Tensor.F32, o + j) - m1 - xh * m2));
-                    }
-                }
+                case GELU -> geluRow(o);
+                case GELU_BACK -> geluBackwardRow(o, worker);
+                case LN_BACK -> lnBackward(o);
                 case POOL_MEAN_BACK, POOL_CLS_BACK -> { // i is a sequence here
                     int s0 = batch.start[i], len = batch.length(i);
                     for (int t = 0; t < len; t++)
@@ -228,6 +208,96 @@ final class CpuTraining {
                     }
                 }
                 default -> throw new IllegalStateException("op " + op);
+            }
+        }
+
+        /** GELU of one row (b → a): the same vector GELU as the inference epilogue's. */
+        private void geluRow(long o) {
+            int j = 0;
+            for (int vb = S.loopBound(width); j < vb; j += L) CpuBackend.gelu(load(b, o + j)).intoMemorySegment(a, (o + j) * 4, LE);
+            for (; j < width; j++) a.setAtIndex(Tensor.F32, o + j, CpuBackend.gelu(b.getAtIndex(Tensor.F32, o + j)));
+        }
+
+        /**
+         * GELU's backward for one row: dx (a) = dy (c2)·(Φ(v) + v·φ(v)), v = x (b); dx may be dy
+         * (Bert's backward runs it in place). Φ goes first into the worker's scratch row, then one
+         * loop reads dy and writes dx element by element: erf and exp in one compilation passed
+         * C2's node budget (its vector loads became calls that box, bench/check-inlining.sh).
+         */
+        private void geluBackwardRow(long o, int worker) {
+            float[] cdf = scratch(worker);
+            int vb = cdfPart(o, cdf);
+            pdfPart(o, vb, cdf);
+            for (int j = vb; j < width; j++) {
+                float v = b.getAtIndex(Tensor.F32, o + j);
+                float phi = 0.5f * (1f + Erf.erfFast(v * 0.70710678118654752f));
+                float pdf = (float) (Math.exp(-0.5 * v * v) * 0.3989422804014327);
+                a.setAtIndex(Tensor.F32, o + j, c2.getAtIndex(Tensor.F32, o + j) * (phi + v * pdf));
+            }
+        }
+
+        /** cdf[j] = Φ(v_j) over the row's whole vectors; returns where the scalar tail starts. */
+        private int cdfPart(long o, float[] cdf) {
+            int j = 0;
+            for (int vb = S.loopBound(width); j < vb; j += L)
+                CpuBackend.erf(load(b, o + j).mul(0.70710678118654752f)).add(1f).mul(0.5f).intoArray(cdf, j);
+            return j;
+        }
+
+        /** a = dy·(cdf + v·φ(v)) over [0, vb). */
+        private void pdfPart(long o, int vb, float[] cdf) {
+            for (int j = 0; j < vb; j += L) {
+                FloatVector v = load(b, o + j);
+                FloatVector pdf = CpuBackend.exp(v.mul(v).mul(-0.5f)).mul(0.3989422804014327f);
+                load(c2, o + j).mul(v.fma(pdf, FloatVector.fromArray(S, cdf, j))).intoMemorySegment(a, (o + j) * 4, LE);
+            }
+        }
+
+        /** Per worker, a row of floats (sized by the caller before the pool runs: see {@link #gelu}). */
+        float[][] rowScratch = new float[0][];
+
+        private float[] scratch(int worker) { return rowScratch[worker]; }
+
+        /**
+         * One row of add+LayerNorm's backward: dsum = rstd·(g·dy − mean(g·dy) − x̂·mean(g·dy·x̂)),
+         * x̂ recomputed from x + residual (c2 + d), g = γ (e), dy (b), into a.
+         */
+        private void lnBackward(long o) {
+            int vb = S.loopBound(width), j;
+            FloatVector vs = FloatVector.zero(S);
+            for (j = 0; j < vb; j += L) vs = vs.add(load(c2, o + j).add(load(d, o + j)));
+            float mean = CpuBackend.sum(vs);
+            for (; j < width; j++) mean += c2.getAtIndex(Tensor.F32, o + j) + d.getAtIndex(Tensor.F32, o + j);
+            mean /= width;
+            FloatVector vv = FloatVector.zero(S);
+            for (j = 0; j < vb; j += L) { FloatVector z = load(c2, o + j).add(load(d, o + j)).sub(mean); vv = z.fma(z, vv); }
+            float var = CpuBackend.sum(vv);
+            for (; j < width; j++) { float z = c2.getAtIndex(Tensor.F32, o + j) + d.getAtIndex(Tensor.F32, o + j) - mean; var += z * z; }
+            float rstd = (float) (1.0 / Math.sqrt(var / width + eps));
+            FloatVector v1 = FloatVector.zero(S), v2 = FloatVector.zero(S);
+            for (j = 0; j < vb; j += L) {
+                FloatVector xh = load(c2, o + j).add(load(d, o + j)).sub(mean).mul(rstd);
+                FloatVector gd = load(e, j).mul(load(b, o + j));
+                v1 = v1.add(gd);
+                v2 = gd.fma(xh, v2);
+            }
+            float m1 = CpuBackend.sum(v1), m2 = CpuBackend.sum(v2); // lane order: the same bits before and after C2 (CpuBackend.sum)
+            for (; j < width; j++) {
+                float xh = (c2.getAtIndex(Tensor.F32, o + j) + d.getAtIndex(Tensor.F32, o + j) - mean) * rstd;
+                float gd = e.getAtIndex(Tensor.F32, j) * b.getAtIndex(Tensor.F32, o + j);
+                m1 += gd;
+                m2 += gd * xh;
+            }
+            m1 /= width;
+            m2 /= width;
+            for (j = 0; j < vb; j += L) {
+                FloatVector xh = load(c2, o + j).add(load(d, o + j)).sub(mean).mul(rstd);
+                FloatVector gd = load(e, j).mul(load(b, o + j));
+                gd.sub(m1).sub(xh.mul(m2)).mul(rstd).intoMemorySegment(a, (o + j) * 4, LE);
+            }
+            for (; j < width; j++) {
+                float xh = (c2.getAtIndex(Tensor.F32, o + j) + d.getAtIndex(Tensor.F32, o + j) - mean) * rstd;
+                a.setAtIndex(Tensor.F32, o + j, rstd * (e.getAtIndex(Tensor.F32, j) * b.getAtIndex(Tensor.F32, o + j) - m1 - xh * m2));
             }
         }
 
