@@ -109,13 +109,55 @@ final class CpuTraining {
     private void loraBackward(Tensor dx, Tensor dy, Tensor x, int rows, int in, int out, Lora lora, int s) {
         int r0 = lora.rowStart[s], r1 = Math.min(lora.rowEnd[s], rows), m = r1 - r0;
         if (m <= 0) return;
-        Tensor A = lora.a[s], B = lora.b[s];
-        int r = (int) A.dim(0);
-        float sc = lora.scale[s];
+        LoraBackTask t = loraTask;
+        t.r = (int) lora.a[s].dim(0);
         if (xDrop.length < m * in) xDrop = new float[m * in];
-        if (dyB.length < m * r) { dyB = new float[m * r]; ax = new float[m * r]; }
-        MemorySegment xs = x.data, dys = dy.data, as = A.data, bs = B.data, dxs = dx.data;
-        for (int i = 0; i < m; i++) {
+        if (dyB.length < m * t.r) { dyB = new float[m * t.r]; ax = new float[m * t.r]; }
+        t.lora = lora; t.s = s; t.r0 = r0; t.m = m; t.in = in; t.out = out; t.sc = lora.scale[s];
+        t.xs = x.data; t.dys = dy.data; t.as = lora.a[s].data; t.bs = lora.b[s].data; t.dxs = dx.data;
+        t.phase = 0;
+        pool.run(t, Math.min(m, pool.threads() * 4));
+        if (lora.gradA != null && lora.gradA[s] != null) {
+            t.gA = lora.gradA[s].data; t.gB = lora.gradB[s].data;
+            t.phase = 1;
+            pool.run(t, t.r);
+            t.phase = 2;
+            pool.run(t, Math.min(out, pool.threads() * 4));
+        }
+        t.lora = null;
+        t.xs = t.dys = t.as = t.bs = t.dxs = t.gA = t.gB = null;
+    }
+
+    private final LoraBackTask loraTask = new LoraBackTask();
+
+    /**
+     * One segment's LoRA backward in three pool runs, each element summed in the same order
+     * whatever the chunking (so the bits do not depend on the thread count): phase 0, per row,
+     * x̃ = x ⊙ mask, dyB = s·dy·B, ax = A·x̃ and dx += (dyB·A) ⊙ mask; phase 1, per rank row k of
+     * dA, dA[k, :] += Σ_i dyB[i, k]·x̃[i, :]; phase 2, per rows of dB, dB[o, :] += s·dy[i, o]·ax[i, :].
+     */
+    final class LoraBackTask implements Parallel.Task {
+        Lora lora;
+        int s, r, r0, m, in, out, phase;
+        float sc;
+        MemorySegment xs, dys, as, bs, dxs, gA, gB;
+
+        @Override
+        public void run(int chunk, int worker) {
+            switch (phase) {
+                case 0 -> {
+                    int chunks = Math.min(m, pool.threads() * 4);
+                    for (int i = (int) ((long) m * chunk / chunks), e = (int) ((long) m * (chunk + 1) / chunks); i < e; i++) row(i);
+                }
+                case 1 -> gradA(chunk);
+                default -> {
+                    int chunks = Math.min(out, pool.threads() * 4);
+                    for (int o = (int) ((long) out * chunk / chunks), e = (int) ((long) out * (chunk + 1) / chunks); o < e; o++) gradB(o);
+                }
+            }
+        }
+
+        private void row(int i) {
             int row = r0 + i;
             for (int j = 0; j < in; j++) xDrop[i * in + j] = xs.getAtIndex(Tensor.F32, (long) row * in + j) * lora.dropScale(row, j);
             for (int k = 0; k < r; k++) {
@@ -133,9 +175,8 @@ final class CpuTraining {
                 dxs.setAtIndex(Tensor.F32, at, dxs.getAtIndex(Tensor.F32, at) + e * lora.dropScale(row, j));
             }
         }
-        if (lora.gradA == null || lora.gradA[s] == null) return;
-        MemorySegment gA = lora.gradA[s].data, gB = lora.gradB[s].data;
-        for (int k = 0; k < r; k++)       // dA[k, :] += Σ_i dyB[i, k] · x̃[i, :]
+
+        private void gradA(int k) { // dA[k, :] += Σ_i dyB[i, k] · x̃[i, :]
             for (int i = 0; i < m; i++) {
                 float c = dyB[i * r + k];
                 for (int j = 0; j < in; j++) {
@@ -143,14 +184,17 @@ final class CpuTraining {
                     gA.setAtIndex(Tensor.F32, at, gA.getAtIndex(Tensor.F32, at) + c * xDrop[i * in + j]);
                 }
             }
-        for (int i = 0; i < m; i++)       // dB[o, :] += s · dy[i, o] · (A·x̃_i)
-            for (int o = 0; o < out; o++) {
+        }
+
+        private void gradB(int o) { // dB[o, :] += s · dy[i, o] · (A·x̃_i)
+            for (int i = 0; i < m; i++) {
                 float c = sc * dys.getAtIndex(Tensor.F32, (long) (r0 + i) * out + o);
                 for (int k = 0; k < r; k++) {
                     long at = (long) o * r + k;
                     gB.setAtIndex(Tensor.F32, at, gB.getAtIndex(Tensor.F32, at) + c * ax[i * r + k]);
                 }
             }
+        }
     }
 
     final class Task implements Parallel.Task {
