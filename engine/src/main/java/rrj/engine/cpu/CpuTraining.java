@@ -116,13 +116,13 @@ final class CpuTraining {
         t.lora = lora; t.s = s; t.r0 = r0; t.m = m; t.in = in; t.out = out; t.sc = lora.scale[s];
         t.xs = x.data; t.dys = dy.data; t.as = lora.a[s].data; t.bs = lora.b[s].data; t.dxs = dx.data;
         t.phase = 0;
-        pool.run(t, Math.min(m, pool.threads() * 4));
+        pool.run(t, t.chunks = Math.min(m, pool.threads() * 4));
         if (lora.gradA != null && lora.gradA[s] != null) {
             t.gA = lora.gradA[s].data; t.gB = lora.gradB[s].data;
             t.phase = 1;
             pool.run(t, t.r);
             t.phase = 2;
-            pool.run(t, Math.min(out, pool.threads() * 4));
+            pool.run(t, t.chunks = Math.min(out, pool.threads() * 4));
         }
         t.lora = null;
         t.xs = t.dys = t.as = t.bs = t.dxs = t.gA = t.gB = null;
@@ -138,7 +138,7 @@ final class CpuTraining {
      */
     final class LoraBackTask implements Parallel.Task {
         Lora lora;
-        int s, r, r0, m, in, out, phase;
+        int s, r, r0, m, in, out, phase, chunks; // chunks: of rows (phase 0) or of dB rows (phase 2)
         float sc;
         MemorySegment xs, dys, as, bs, dxs, gA, gB;
 
@@ -146,12 +146,10 @@ final class CpuTraining {
         public void run(int chunk, int worker) {
             switch (phase) {
                 case 0 -> {
-                    int chunks = Math.min(m, pool.threads() * 4);
                     for (int i = (int) ((long) m * chunk / chunks), e = (int) ((long) m * (chunk + 1) / chunks); i < e; i++) row(i);
                 }
                 case 1 -> gradA(chunk);
                 default -> {
-                    int chunks = Math.min(out, pool.threads() * 4);
                     for (int o = (int) ((long) out * chunk / chunks), e = (int) ((long) out * (chunk + 1) / chunks); o < e; o++) gradB(o);
                 }
             }
