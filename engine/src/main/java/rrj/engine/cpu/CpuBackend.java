@@ -365,7 +365,78 @@ public final class CpuBackend implements Backend {
             t.lora = null;
             return;
         }
+        if (rows < MR && coldCalls > 0 && !(w.device instanceof Packed p && p.source == w.data)) {
+            coldCalls--;
+            coldLinear(y.data, x.data, rows, w, bias == null ? null : plain(bias.data), ad, gelu);
+            return;
+        }
         gemm(y.data, x.data, rows, packed(w), bias == null ? null : plain(bias.data), ad, gelu, false);
+    }
+
+    /** Linear calls left to {@link #coldLinear}: about two passes of a 6-layer model (package-private: tests set it). */
+    int coldCalls = 64;
+
+    /**
+     * A linear of fewer than MR rows on a weight not packed yet, while the JVM is cold (the first
+     * {@link #coldCalls} such calls: the first passes of a process, e.g. `rr embed "hello"`):
+     * scalar loops over W read in place, which C1 compiles within the first call, instead of
+     * packing W (42 MB for MiniLM) and running the Vector API in the interpreter. The result is
+     * bit-identical to the packed path's for these shapes, where every tile is an edge tile: per
+     * output, Σ_k fma(x, w, acc) from 0 in k order (the micro-kernel's lanes), then the epilogue
+     * with the bias, the LoRA expand and GELU in the same order and form (vector lanes, or the
+     * scalar tail past the last whole vector of a partial panel). CpuColdLinearTest checks the
+     * bits against the packed path.
+     */
+    private void coldLinear(MemorySegment y, MemorySegment x, int rows, Tensor w, MemorySegment bias, Lora ad, boolean gelu) {
+        MemorySegment wd = plain(w.toF32().data);
+        int out = (int) w.dim(0), in = (int) w.dim(1);
+        GemmTask g = gemmTask;
+        if (ad != null) { // the shrink v = A·x and Bᵀ·scale, as the packed path prepares them
+            g.x = x; g.rows = rows; g.in = in; g.out = out; g.panels = (out + NR - 1) / NR; g.lora = ad;
+            g.prepareLora(ad);
+        }
+        for (int o0 = 0; o0 < out; o0 += NR) {
+            int cols = Math.min(NR, out - o0), vb = cols == NR ? NR : S.loopBound(cols);
+            for (int i = 0; i < rows; i++) {
+                int sg = ad == null ? -1 : g.seg[i];
+                long xo = (long) i * in;
+                for (int c = 0; c < cols; c++) {
+                    int o = o0 + c;
+                    long wo = (long) o * in;
+                    float a = 0f;
+                    for (int k = 0; k < in; k++) a = Math.fma(x.getAtIndex(Tensor.F32, xo + k), wd.getAtIndex(Tensor.F32, wo + k), a);
+                    if (bias != null) a += bias.getAtIndex(Tensor.F32, o);
+                    if (sg >= 0) {
+                        int r = (int) ad.a[sg].dim(0), bo = g.btOff[sg] + o, vo = i * g.vStride;
+                        if (c < vb) { float e = 0f; for (int k = 0; k < r; k++) e = Math.fma(g.bt[bo + k * g.outPad], g.v[vo + k], e); a += e; }
+                        else for (int k = 0; k < r; k++) a += g.v[vo + k] * g.bt[bo + k * g.outPad];
+                    }
+                    if (gelu) a = c < vb ? geluLane(a) : gelu(a);
+                    y.setAtIndex(Tensor.F32, (long) i * out + o, a);
+                }
+            }
+        }
+        g.x = null;
+        g.lora = null;
+    }
+
+    /** One lane of {@link #gelu(FloatVector)}, bit for bit (fused multiply-adds where it has them). */
+    static float geluLane(float x) {
+        float z = Math.min(Math.max(x * 0.70710678118654752f, -4f), 4f), z2 = z * z;
+        float p = Erf.A13;
+        p = Math.fma(p, z2, Erf.A11);
+        p = Math.fma(p, z2, Erf.A9);
+        p = Math.fma(p, z2, Erf.A7);
+        p = Math.fma(p, z2, Erf.A5);
+        p = Math.fma(p, z2, Erf.A3);
+        p = Math.fma(p, z2, Erf.A1);
+        p = p * z;
+        float q = Erf.B8;
+        q = Math.fma(q, z2, Erf.B6);
+        q = Math.fma(q, z2, Erf.B4);
+        q = Math.fma(q, z2, Erf.B2);
+        q = Math.fma(q, z2, Erf.B0);
+        return x * 0.5f * (p / q + 1f);
     }
 
     /**
