@@ -365,7 +365,7 @@ public final class CpuBackend implements Backend {
             t.lora = null;
             return;
         }
-        if (rows < MR && coldCalls > 0 && !(w.device instanceof Packed p && p.source == w.data)) {
+        if (rows < COLD_ROWS && coldCalls > 0 && !(w.device instanceof Packed p && p.source == w.data)) {
             coldCalls--;
             coldLinear(y.data, x.data, rows, w, bias == null ? null : plain(bias.data), ad, gelu);
             return;
@@ -375,17 +375,19 @@ public final class CpuBackend implements Backend {
 
     /** Linear calls left to {@link #coldLinear}: about two passes of a 6-layer model (package-private: tests set it). */
     int coldCalls = 64;
+    /** {@link #coldLinear} takes fewer rows than this: a query of up to 17 tokens (three row tiles). */
+    static final int COLD_ROWS = 3 * MR;
 
     /**
-     * A linear of fewer than MR rows on a weight not packed yet, while the JVM is cold (the first
-     * {@link #coldCalls} such calls: the first passes of a process, e.g. `rr embed "hello"`):
-     * scalar loops over W read in place, which C1 compiles within the first call, instead of
-     * packing W (42 MB for MiniLM) and running the Vector API in the interpreter. The result is
-     * bit-identical to the packed path's for these shapes, where every tile is an edge tile: per
-     * output, Σ_k fma(x, w, acc) from 0 in k order (the micro-kernel's lanes), then the epilogue
-     * with the bias, the LoRA expand and GELU in the same order and form (vector lanes, or the
-     * scalar tail past the last whole vector of a partial panel). CpuColdLinearTest checks the
-     * bits against the packed path.
+     * A linear of fewer than {@link #COLD_ROWS} rows on a weight not packed yet, while the JVM is
+     * cold (the first {@link #coldCalls} such calls: the first passes of a process, e.g. `rr embed
+     * "hello"`): scalar loops over W read in place, which C1 compiles within the first call,
+     * instead of packing W (42 MB for MiniLM) and running the Vector API in the interpreter. The
+     * result is bit-identical to the packed path's: per output, the micro-kernel lane's FMA chain
+     * in k order — for a full tile (whole row tile, whole panel) from the bias, per K block, later
+     * blocks added to y; for an edge tile from 0 over all of K, the bias added after — then the
+     * epilogue's LoRA expand and GELU in the same order and form (vector lanes, or the scalar tail
+     * past the last whole vector of a partial panel). CpuColdLinearTest checks the bits.
      */
     private void coldLinear(MemorySegment y, MemorySegment x, int rows, Tensor w, MemorySegment bias, Lora ad, boolean gelu) {
         MemorySegment wd = plain(w.toF32().data);
@@ -395,6 +397,7 @@ public final class CpuBackend implements Backend {
             g.x = x; g.rows = rows; g.in = in; g.out = out; g.panels = (out + NR - 1) / NR; g.lora = ad;
             g.prepareLora(ad);
         }
+        int fullRows = rows / MR * MR, fullCols = out / NR * NR;
         for (int o0 = 0; o0 < out; o0 += NR) {
             int cols = Math.min(NR, out - o0), vb = cols == NR ? NR : S.loopBound(cols);
             for (int i = 0; i < rows; i++) {
@@ -403,9 +406,20 @@ public final class CpuBackend implements Backend {
                 for (int c = 0; c < cols; c++) {
                     int o = o0 + c;
                     long wo = (long) o * in;
-                    float a = 0f;
-                    for (int k = 0; k < in; k++) a = Math.fma(x.getAtIndex(Tensor.F32, xo + k), wd.getAtIndex(Tensor.F32, wo + k), a);
-                    if (bias != null) a += bias.getAtIndex(Tensor.F32, o);
+                    float a;
+                    if (i < fullRows && o < fullCols) { // a full tile: from the bias, K block by K block
+                        a = bias != null ? bias.getAtIndex(Tensor.F32, o) : 0f;
+                        for (int k = 0, k1 = Math.min(KC, in); k < k1; k++) a = Math.fma(x.getAtIndex(Tensor.F32, xo + k), wd.getAtIndex(Tensor.F32, wo + k), a);
+                        for (int k0 = KC; k0 < in; k0 += KC) {
+                            float part = 0f;
+                            for (int k = k0, k1 = Math.min(k0 + KC, in); k < k1; k++) part = Math.fma(x.getAtIndex(Tensor.F32, xo + k), wd.getAtIndex(Tensor.F32, wo + k), part);
+                            a = a + part;
+                        }
+                    } else { // an edge tile: from 0 over all of K, then the bias
+                        a = 0f;
+                        for (int k = 0; k < in; k++) a = Math.fma(x.getAtIndex(Tensor.F32, xo + k), wd.getAtIndex(Tensor.F32, wo + k), a);
+                        if (bias != null) a += bias.getAtIndex(Tensor.F32, o);
+                    }
                     if (sg >= 0) {
                         int r = (int) ad.a[sg].dim(0), bo = g.btOff[sg] + o, vo = i * g.vStride;
                         if (c < vb) { float e = 0f; for (int k = 0; k < r; k++) e = Math.fma(g.bt[bo + k * g.outPad], g.v[vo + k], e); a += e; }

@@ -10,10 +10,10 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
 /**
- * CpuBackend's cold linear (fewer than 6 rows, weight not packed yet: scalar loops over W in
+ * CpuBackend's cold linear (fewer than 18 rows, weight not packed yet: scalar loops over W in
  * place) gives the packed GEMM's bits exactly, so that the first calls of a process and the
- * later ones agree to the last bit: widths with partial panels and scalar tails, a K longer than
- * one K block, bias, GELU, and two LoRA segments of different ranks.
+ * later ones agree to the last bit: full and edge tiles, widths with partial panels and scalar
+ * tails, a K longer than one K block, bias, GELU, and two LoRA segments of different ranks.
  */
 class CpuColdLinearTest {
     static Tensor rand(Random r, float scale, int rows, int cols) {
@@ -50,7 +50,7 @@ class CpuColdLinearTest {
             packed.coldCalls = 0;
             cold.coldCalls = Integer.MAX_VALUE;
             for (int[] s : new int[][]{{16, 7}, {40, 384}, {37, 29}, {384, 1536}, {1536, 384}, {21, 1600}})
-                for (int rows = 1; rows < CpuBackend.MR; rows++) {
+                for (int rows = 1; rows < CpuBackend.COLD_ROWS; rows++) {
                     int out = s[0], in = s[1];
                     Tensor x = rand(r, 1, rows, in), w = rand(r, 0.1f, out, in), bias = rand(r, 0.5f, 1, out);
                     Tensor[] ab = {rand(r, 0.2f, 4, in), rand(r, 0.2f, out, 4), rand(r, 0.2f, 8, in), rand(r, 0.2f, out, 8)};
