@@ -390,18 +390,43 @@ public final class CpuBackend implements Backend {
      * past the last whole vector of a partial panel). CpuColdLinearTest checks the bits.
      */
     private void coldLinear(MemorySegment y, MemorySegment x, int rows, Tensor w, MemorySegment bias, Lora ad, boolean gelu) {
-        MemorySegment wd = plain(w.toF32().data);
         int out = (int) w.dim(0), in = (int) w.dim(1);
         GemmTask g = gemmTask;
         if (ad != null) { // the shrink v = A·x and Bᵀ·scale, as the packed path prepares them
             g.x = x; g.rows = rows; g.in = in; g.out = out; g.panels = (out + NR - 1) / NR; g.lora = ad;
             g.prepareLora(ad);
         }
-        int fullRows = rows / MR * MR, fullCols = out / NR * NR;
-        for (int o0 = 0; o0 < out; o0 += NR) {
+        ColdTask t = coldTask;
+        t.y = y; t.x = x; t.w = plain(w.toF32().data); t.bias = bias; t.lora = ad; t.gelu = gelu;
+        t.rows = rows; t.out = out; t.in = in; t.panels = (out + NR - 1) / NR;
+        pool.run(t, t.chunks = Math.min(t.panels, pool.threads() * 2)); // panels split over the threads
+        t.y = t.x = t.w = t.bias = null;
+        t.lora = null;
+        g.x = null;
+        g.lora = null;
+    }
+
+    private final ColdTask coldTask = new ColdTask();
+
+    /** {@link #coldLinear}'s loops; a chunk is a run of NR-column panels. */
+    final class ColdTask implements Parallel.Task {
+        MemorySegment y, x, w, bias;
+        Lora lora;
+        boolean gelu;
+        int rows, out, in, panels, chunks;
+
+        @Override
+        public void run(int chunk, int worker) {
+            int p0 = (int) ((long) panels * chunk / chunks), p1 = (int) ((long) panels * (chunk + 1) / chunks);
+            for (int p = p0; p < p1; p++) panel(p * NR);
+        }
+
+        private void panel(int o0) {
+            GemmTask g = gemmTask;
+            int fullRows = rows / MR * MR, fullCols = out / NR * NR;
             int cols = Math.min(NR, out - o0), vb = cols == NR ? NR : S.loopBound(cols);
             for (int i = 0; i < rows; i++) {
-                int sg = ad == null ? -1 : g.seg[i];
+                int sg = lora == null ? -1 : g.seg[i];
                 long xo = (long) i * in;
                 for (int c = 0; c < cols; c++) {
                     int o = o0 + c;
@@ -409,29 +434,27 @@ public final class CpuBackend implements Backend {
                     float a;
                     if (i < fullRows && o < fullCols) { // a full tile: from the bias, K block by K block
                         a = bias != null ? bias.getAtIndex(Tensor.F32, o) : 0f;
-                        for (int k = 0, k1 = Math.min(KC, in); k < k1; k++) a = Math.fma(x.getAtIndex(Tensor.F32, xo + k), wd.getAtIndex(Tensor.F32, wo + k), a);
+                        for (int k = 0, k1 = Math.min(KC, in); k < k1; k++) a = Math.fma(x.getAtIndex(Tensor.F32, xo + k), w.getAtIndex(Tensor.F32, wo + k), a);
                         for (int k0 = KC; k0 < in; k0 += KC) {
                             float part = 0f;
-                            for (int k = k0, k1 = Math.min(k0 + KC, in); k < k1; k++) part = Math.fma(x.getAtIndex(Tensor.F32, xo + k), wd.getAtIndex(Tensor.F32, wo + k), part);
+                            for (int k = k0, k1 = Math.min(k0 + KC, in); k < k1; k++) part = Math.fma(x.getAtIndex(Tensor.F32, xo + k), w.getAtIndex(Tensor.F32, wo + k), part);
                             a = a + part;
                         }
                     } else { // an edge tile: from 0 over all of K, then the bias
                         a = 0f;
-                        for (int k = 0; k < in; k++) a = Math.fma(x.getAtIndex(Tensor.F32, xo + k), wd.getAtIndex(Tensor.F32, wo + k), a);
+                        for (int k = 0; k < in; k++) a = Math.fma(x.getAtIndex(Tensor.F32, xo + k), w.getAtIndex(Tensor.F32, wo + k), a);
                         if (bias != null) a += bias.getAtIndex(Tensor.F32, o);
                     }
                     if (sg >= 0) {
-                        int r = (int) ad.a[sg].dim(0), bo = g.btOff[sg] + o, vo = i * g.vStride;
+                        int r = (int) lora.a[sg].dim(0), bo = g.btOff[sg] + o, vo = i * g.vStride;
                         if (c < vb) { float e = 0f; for (int k = 0; k < r; k++) e = Math.fma(g.bt[bo + k * g.outPad], g.v[vo + k], e); a += e; }
                         else for (int k = 0; k < r; k++) a += g.v[vo + k] * g.bt[bo + k * g.outPad];
                     }
-                    if (gelu) a = c < vb ? geluLane(a) : gelu(a);
+                    if (gelu) a = c < vb ? geluLane(a) : CpuBackend.gelu(a);
                     y.setAtIndex(Tensor.F32, (long) i * out + o, a);
                 }
             }
         }
-        g.x = null;
-        g.lora = null;
     }
 
     /** One lane of {@link #gelu(FloatVector)}, bit for bit (fused multiply-adds where it has them). */
