@@ -93,8 +93,7 @@ public final class GpuModelCheck {
         boolean ok = true;
         var queries = Beir.readQueries(Beir.find(data.resolve("queries.jsonl")));
         var corpus = Beir.readCorpus(Beir.find(data.resolve("corpus.jsonl")), "");
-        List<String> texts = new ArrayList<>(queries.values()).subList(0, 96);
-        texts = new ArrayList<>(texts);
+        List<String> texts = new ArrayList<>(queries.values().stream().limit(96).toList());
         texts.addAll(Arrays.asList(corpus.texts()).subList(0, 32));
         String model = eg.dir.getFileName().toString();
         ok &= compare(model + ", " + texts.size() + " texts, base", eg.embed(texts), ec.embed(texts));

@@ -365,12 +365,13 @@ public final class CpuBackend implements Backend {
             t.lora = null;
             return;
         }
+        MemorySegment b = bias == null ? null : plain(bias.data);
         if (rows < COLD_ROWS && coldCalls > 0 && !(w.device instanceof Packed p && p.source == w.data)) {
             coldCalls--;
-            coldLinear(y.data, x.data, rows, w, bias == null ? null : plain(bias.data), ad, gelu);
+            coldLinear(y.data, x.data, rows, w, b, ad, gelu);
             return;
         }
-        gemm(y.data, x.data, rows, packed(w), bias == null ? null : plain(bias.data), ad, gelu, false);
+        gemm(y.data, x.data, rows, packed(w), b, ad, gelu, false);
     }
 
     /** Linear calls left to {@link #coldLinear}: about two passes of a 6-layer model (package-private: tests set it). */

@@ -267,7 +267,7 @@ final class CpuTraining {
          * C2's node budget (its vector loads became calls that box, bench/check-inlining.sh).
          */
         private void geluBackwardRow(long o, int worker) {
-            float[] cdf = scratch(worker);
+            float[] cdf = rowScratch[worker];
             int vb = cdfPart(o, cdf);
             pdfPart(o, vb, cdf);
             for (int j = vb; j < width; j++) {
@@ -297,8 +297,6 @@ final class CpuTraining {
 
         /** Per worker, a row of floats (sized by the caller before the pool runs: see {@link #gelu}). */
         float[][] rowScratch = new float[0][];
-
-        private float[] scratch(int worker) { return rowScratch[worker]; }
 
         /**
          * One row of add+LayerNorm's backward: dsum = rstd·(g·dy − mean(g·dy) − x̂·mean(g·dy·x̂)),
