@@ -54,6 +54,30 @@ public interface Backend extends AutoCloseable {
      */
     void attention(Tensor out, Tensor q, Tensor k, Tensor v, Batch batch, int heads);
 
+    /**
+     * Whether this backend offers the head-major layout for attention's inputs at head size
+     * {@code headDim}: {@link #linearHeadMajor} writes q, k, v as {@code [heads][N][D]} (each
+     * head's rows one contiguous run) and {@link #attentionHeadMajor} reads them so. Optional:
+     * a backend that says no is used with {@link #linear} and {@link #attention}.
+     */
+    default boolean supportsHeadMajor(int headDim) { return false; }
+
+    /**
+     * {@link #linear} without activation, y written head-major: output column o of row i at
+     * {@code y[(o / headDim)·rows·headDim + i·headDim + o % headDim]}, i.e. [out / headDim][rows][headDim].
+     */
+    default void linearHeadMajor(Tensor y, Tensor x, int rows, Tensor w, Tensor bias, Lora lora, int headDim) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no head-major layout");
+    }
+
+    /**
+     * {@link #attention} with q, k, v head-major ({@code [heads][N][D]}, N = batch.tokens, as
+     * {@link #linearHeadMajor} writes them); {@code out} is [N, C] as in {@link #attention}.
+     */
+    default void attentionHeadMajor(Tensor out, Tensor q, Tensor k, Tensor v, Batch batch, int heads) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no head-major layout");
+    }
+
     /** {@code out[i] = LayerNorm(x[i] + residual[i])} over rows of width C; out may alias residual. */
     void addLayerNorm(Tensor out, Tensor x, Tensor residual, int rows, Tensor gamma, Tensor beta, float eps);
 

@@ -59,6 +59,8 @@ public final class Bert {
     public final BertConfig config;
     public final Weights weights;
     private final Backend backend;
+    private final int headDim;
+    private final boolean headMajor; // inference writes q, k, v head-major (Backend.supportsHeadMajor)
 
     // activations, [capacity, ·]
     private int capacity;
@@ -74,6 +76,8 @@ public final class Bert {
         this.config = config;
         this.weights = weights;
         this.backend = backend;
+        this.headDim = config.headDim();
+        this.headMajor = backend.supportsHeadMajor(headDim);
     }
 
     /** Loads and checks every weight from a safetensors file, making each resident on the backend. */
@@ -194,10 +198,17 @@ public final class Bert {
             Tensor ctx = tr == null ? this.ctx : tr.ctx[l], att = tr == null ? tmp : tr.att[l], h1 = tr == null ? this.h1 : tr.h1[l];
             Tensor ff = tr == null ? this.ff : tr.ff[l], ffOut = tr == null ? tmp : tr.ffOut[l];
             // self-attention: Q, K, V projections (LoRA targets "query", "key", "value")
-            backend.linear(q, hIn, n, L.wq(), L.bq(), at(ad, Target.QUERY), false);
-            backend.linear(k, hIn, n, L.wk(), L.bk(), at(ad, Target.KEY), false);
-            backend.linear(v, hIn, n, L.wv(), L.bv(), at(ad, Target.VALUE), false);
-            backend.attention(ctx, q, k, v, batch, c.numHeads());
+            if (headMajor && tr == null) { // q, k, v as [heads][N][D]: attention reads each head's rows as one run
+                backend.linearHeadMajor(q, hIn, n, L.wq(), L.bq(), at(ad, Target.QUERY), headDim);
+                backend.linearHeadMajor(k, hIn, n, L.wk(), L.bk(), at(ad, Target.KEY), headDim);
+                backend.linearHeadMajor(v, hIn, n, L.wv(), L.bv(), at(ad, Target.VALUE), headDim);
+                backend.attentionHeadMajor(ctx, q, k, v, batch, c.numHeads());
+            } else {
+                backend.linear(q, hIn, n, L.wq(), L.bq(), at(ad, Target.QUERY), false);
+                backend.linear(k, hIn, n, L.wk(), L.bk(), at(ad, Target.KEY), false);
+                backend.linear(v, hIn, n, L.wv(), L.bv(), at(ad, Target.VALUE), false);
+                backend.attention(ctx, q, k, v, batch, c.numHeads());
+            }
             // attention output: dense, residual, LayerNorm (post-LN)
             backend.linear(att, ctx, n, L.wo(), L.bo(), at(ad, Target.ATTENTION_OUTPUT), false);
             backend.addLayerNorm(h1, att, hIn, n, L.ln1g(), L.ln1b(), eps);

@@ -352,6 +352,23 @@ public final class CpuBackend implements Backend {
 
     @Override
     public void linear(Tensor y, Tensor x, int rows, Tensor w, Tensor bias, Lora lora, boolean gelu) {
+        linear(y, x, rows, w, bias, lora, gelu, 0);
+    }
+
+    /** Head-major output needs the packed path and panels that never straddle a head (NR divides D). */
+    @Override
+    public boolean supportsHeadMajor(int headDim) { return packWeights && headDim > 0 && headDim % NR == 0; }
+
+    @Override
+    public void linearHeadMajor(Tensor y, Tensor x, int rows, Tensor w, Tensor bias, Lora lora, int headDim) {
+        if (!supportsHeadMajor(headDim))
+            throw new UnsupportedOperationException("head-major output needs packed weights and a head size that is a multiple of " + NR + ", got " + headDim);
+        if (w.dim(0) % headDim != 0) throw new IllegalArgumentException("linear weight " + w + " has no whole heads of " + headDim);
+        linear(y, x, rows, w, bias, lora, false, headDim);
+    }
+
+    /** {@code headDim} > 0: y is written head-major, [out / headDim][rows][headDim]. */
+    private void linear(Tensor y, Tensor x, int rows, Tensor w, Tensor bias, Lora lora, boolean gelu, int headDim) {
         if (rows <= 0) return;
         Lora ad = lora != null && lora.count > 0 ? lora : null;
         if (!packWeights) {
@@ -368,10 +385,10 @@ public final class CpuBackend implements Backend {
         MemorySegment b = bias == null ? null : plain(bias.data);
         if (rows < COLD_ROWS && coldCalls > 0 && !(w.device instanceof Packed p && p.source == w.data)) {
             coldCalls--;
-            coldLinear(y.data, x.data, rows, w, b, ad, gelu);
+            coldLinear(y.data, x.data, rows, w, b, ad, gelu, headDim);
             return;
         }
-        gemm(y.data, x.data, rows, packed(w), b, ad, gelu, false);
+        gemm(y.data, x.data, rows, packed(w), b, ad, gelu, false, headDim);
     }
 
     /** Linear calls left to {@link #coldLinear}: about two passes of a 6-layer model (package-private: tests set it). */
@@ -390,7 +407,7 @@ public final class CpuBackend implements Backend {
      * epilogue's LoRA expand and GELU in the same order and form (vector lanes, or the scalar tail
      * past the last whole vector of a partial panel). CpuColdLinearTest checks the bits.
      */
-    private void coldLinear(MemorySegment y, MemorySegment x, int rows, Tensor w, MemorySegment bias, Lora ad, boolean gelu) {
+    private void coldLinear(MemorySegment y, MemorySegment x, int rows, Tensor w, MemorySegment bias, Lora ad, boolean gelu, int headDim) {
         int out = (int) w.dim(0), in = (int) w.dim(1);
         GemmTask g = gemmTask;
         if (ad != null) { // the shrink v = A·x and Bᵀ·scale, as the packed path prepares them
@@ -399,7 +416,7 @@ public final class CpuBackend implements Backend {
         }
         ColdTask t = coldTask;
         t.y = y; t.x = x; t.w = plain(w.toF32().data); t.bias = bias; t.lora = ad; t.gelu = gelu;
-        t.rows = rows; t.out = out; t.in = in; t.panels = (out + NR - 1) / NR;
+        t.rows = rows; t.out = out; t.in = in; t.panels = (out + NR - 1) / NR; t.hd = headDim;
         pool.run(t, t.chunks = Math.min(t.panels, pool.threads() * 2)); // panels split over the threads
         t.y = t.x = t.w = t.bias = null;
         t.lora = null;
@@ -415,6 +432,7 @@ public final class CpuBackend implements Backend {
         Lora lora;
         boolean gelu;
         int rows, out, in, panels, chunks;
+        int hd; // > 0: y head-major, [out / hd][rows][hd] (as GemmTask.hd)
 
         @Override
         public void run(int chunk, int worker) {
@@ -452,7 +470,7 @@ public final class CpuBackend implements Backend {
                         else for (int k = 0; k < r; k++) a += g.v[vo + k] * g.bt[bo + k * g.outPad];
                     }
                     if (gelu) a = c < vb ? geluLane(a) : CpuBackend.gelu(a);
-                    y.setAtIndex(Tensor.F32, (long) i * out + o, a);
+                    y.setAtIndex(Tensor.F32, hd == 0 ? (long) i * out + o : ((long) (o / hd) * rows + i) * hd + o % hd, a);
                 }
             }
         }
@@ -481,11 +499,13 @@ public final class CpuBackend implements Backend {
      * y (+)= x·Wᵀ over W's packed panels, with the fused epilogue (bias, LoRA, GELU; none of
      * them with {@code accumulate}, which adds the product to what y holds).
      */
-    private void gemm(MemorySegment y, MemorySegment x, int rows, Packed p, MemorySegment bias, Lora ad, boolean gelu, boolean accumulate) {
+    private void gemm(MemorySegment y, MemorySegment x, int rows, Packed p, MemorySegment bias, Lora ad, boolean gelu, boolean accumulate, int headDim) {
         GemmTask g = gemmTask;
         g.y = y; g.x = x; g.bias = bias; g.w = p.panel; g.wk = p.panelK; g.accumulate = accumulate;
         g.rows = rows; g.out = p.out; g.in = p.in; g.panels = p.panels; g.gelu = gelu;
         g.tiles = (rows + MR - 1) / MR;
+        g.hd = headDim;
+        g.ld = headDim == 0 ? p.out : headDim;
         XTiles xt = g.xTiles(g.in, g.tiles);
         g.xp = xt.tile;
         g.xk = xt.tileK;
@@ -587,6 +607,8 @@ public final class CpuBackend implements Backend {
         final XTiles[] xCache = new XTiles[4];
         int rows, out, in, panels, tiles, blockTiles, rowBlocks, groupPanels;
         boolean gelu;
+        int hd;                       // > 0: y head-major, [out / hd][rows][hd] (hd a multiple of NR)
+        int ld;                       // y's row stride: out, or hd when head-major
         // LoRA: per row, its segment (or -1); v = A·x per row (the "shrink"); Bᵀ per segment
         Lora lora;
         int[] seg = new int[16];
@@ -662,16 +684,17 @@ public final class CpuBackend implements Backend {
                 for (int p = p0; p < pFull; p++) {
                     int o = p * NR;
                     MemorySegment wp = wk[p][kb];
+                    long yo = yOff(0, o);
                     for (int t = t0; t < tFull; t++) {
-                        long off = (long) t * MR * out + o;
+                        long off = yo + (long) t * MR * ld;
                         if (first) { // the bias joins the accumulators before the first store
-                            if (bias != null) kernel(xk[t][kb], wp, kl, y, off, out, bias, o);
-                            else kernel(xk[t][kb], wp, kl, y, off, out);
+                            if (bias != null) kernel(xk[t][kb], wp, kl, y, off, ld, bias, o);
+                            else kernel(xk[t][kb], wp, kl, y, off, ld);
                         } else { // a later K block: its partial sum into scratch, then added to y
                             kernel(xk[t][kb], wp, kl, e, 0, NR);
-                            addTile(e, y, off, out);
+                            addTile(e, y, off, ld);
                         }
-                        if (last) epilogue(y, off, out, t * MR, MR, o, NR, false);
+                        if (last) epilogue(y, off, ld, t * MR, MR, o, NR, false);
                     }
                 }
             }
@@ -687,17 +710,20 @@ public final class CpuBackend implements Backend {
                     // pass 1.11× slower than this (A/B in one JVM, 21 rounds)
                     kernel(xp[t], w[p], in, e, 0, NR);
                     for (int r = 0; r < n; r++) {
-                        long src = (long) r * NR, dst = (long) (i + r) * out + o;
+                        long src = (long) r * NR, dst = yOff(i + r, o);
                         if (accumulate) {
                             if (cols == NR) { store(load(y, dst).add(load(e, src)), y, dst); store(load(y, dst + L).add(load(e, src + L)), y, dst + L); }
                             else for (int j = 0; j < cols; j++) y.setAtIndex(Tensor.F32, dst + j, y.getAtIndex(Tensor.F32, dst + j) + e.getAtIndex(Tensor.F32, src + j));
                         } else if (cols == NR) { store(load(e, src), y, dst); store(load(e, src + L), y, dst + L); }
                         else for (int j = 0; j < cols; j++) y.setAtIndex(Tensor.F32, dst + j, e.getAtIndex(Tensor.F32, src + j));
                     }
-                    epilogue(y, (long) i * out + o, out, i, n, o, cols, true);
+                    epilogue(y, yOff(i, o), ld, i, n, o, cols, true);
                 }
             }
         }
+
+        /** Where y's (row i, column o) lives; o in a panel never crosses a head (hd is a multiple of NR). */
+        long yOff(int i, int o) { return hd == 0 ? (long) i * out + o : ((long) (o / hd) * rows + i) * hd + o % hd; }
 
         /** x rows of tiles [ta, tb) into xp[t][k·MR + r] (rows past {@code rows} are zero). */
         void packX(int ta, int tb) {
@@ -934,7 +960,20 @@ public final class CpuBackend implements Backend {
 
     @Override
     public void attention(Tensor out, Tensor q, Tensor k, Tensor v, Batch batch, int heads) {
+        attention(out, q, k, v, batch, heads, false);
+    }
+
+    @Override
+    public void attentionHeadMajor(Tensor out, Tensor q, Tensor k, Tensor v, Batch batch, int heads) {
+        int d = (int) (q.numel() / q.dim(0)) / heads;
+        if (!supportsHeadMajor(d))
+            throw new UnsupportedOperationException("head-major attention needs a head size that is a multiple of " + NR + ", got " + d);
+        attention(out, q, k, v, batch, heads, true);
+    }
+
+    private void attention(Tensor out, Tensor q, Tensor k, Tensor v, Batch batch, int heads, boolean headMajor) {
         AttentionTask t = attentionTask;
+        t.headMajor = headMajor;
         t.out = out.data; t.q = q.data; t.k = k.data; t.v = v.data; t.batch = batch; t.heads = heads;
         t.c = (int) (q.numel() / q.dim(0));
         t.d = t.c / heads;
@@ -998,6 +1037,7 @@ public final class CpuBackend implements Backend {
         MemorySegment out, q, k, v;
         Batch batch;
         int heads, c, d;
+        boolean headMajor; // q, k, v as [heads][tokens][D] instead of [tokens][heads·D]
         AttentionScratch[] scratch = new AttentionScratch[0];
 
         @Override
@@ -1006,13 +1046,15 @@ public final class CpuBackend implements Backend {
             int b = chunk / heads, h = chunk % heads;
             int s0 = batch.start[b], len = batch.length(b);
             long hd = (long) h * d;
+            // where token i's head-h slice of q, k, v starts: base + i·stride
+            long base = headMajor ? (long) h * batch.tokens * d : hd, stride = headMajor ? d : c;
             // K tiles ([D][6 keys], zero past len) and V tiles ([T][6 head columns], zero past D)
             for (int t = 0, keyTiles = (len + MR - 1) / MR; t < keyTiles; t++) {
                 MemorySegment kt = a.kTile[t];
                 for (int r = 0; r < MR; r++) {
                     int j = t * MR + r;
                     if (j < len) {
-                        MemorySegment row = k.asSlice(((long) (s0 + j) * c + hd) * 4, (long) d * 4);
+                        MemorySegment row = k.asSlice((base + (s0 + j) * stride) * 4, (long) d * 4);
                         for (int e = 0; e < d; e++) kt.setAtIndex(Tensor.F32, (long) e * MR + r, row.getAtIndex(Tensor.F32, e));
                     } else {
                         for (int e = 0; e < d; e++) kt.setAtIndex(Tensor.F32, (long) e * MR + r, 0f);
@@ -1023,12 +1065,12 @@ public final class CpuBackend implements Backend {
                 MemorySegment vt = a.vTile[t];
                 int e0 = t * MR, w = Math.min(MR, d - e0);
                 for (int j = 0; j < len; j++) {
-                    MemorySegment row = v.asSlice(((long) (s0 + j) * c + hd + e0) * 4, (long) w * 4);
+                    MemorySegment row = v.asSlice((base + (s0 + j) * stride + e0) * 4, (long) w * 4);
                     for (int r = 0; r < MR; r++) vt.setAtIndex(Tensor.F32, (long) j * MR + r, r < w ? row.getAtIndex(Tensor.F32, r) : 0f);
                 }
             }
             float scale = (float) (1.0 / Math.sqrt(d));
-            for (int i0 = 0; i0 < len; i0 += NR) queryPanel(a, s0 + i0, Math.min(NR, len - i0), len, hd, scale);
+            for (int i0 = 0; i0 < len; i0 += NR) queryPanel(a, s0 + i0, Math.min(NR, len - i0), len, hd, base, stride, scale);
         }
 
         /**
@@ -1040,13 +1082,13 @@ public final class CpuBackend implements Backend {
          * attention ran 1.6× slower. This method is too large (bytecodes) for C2 to inline into
          * run, so it is compiled on its own budget; the softmax keeps a single exp call site.
          */
-        private void queryPanel(AttentionScratch a, int i, int nq, int len, long hd, float scale) {
+        private void queryPanel(AttentionScratch a, int i, int nq, int len, long hd, long base, long stride, float scale) {
             MemorySegment qp = a.qPanel, sp = a.sPanel, op = a.oPanel;
             // Qᵀ panel ([D][16 queries], scaled; queries past nq are 0). One scalar store site
             // here, not two: this method is near C2's node budget (see the class comment).
             if (nq < NR) qp.fill((byte) 0);
             for (int x = 0; x < nq; x++) {
-                MemorySegment row = q.asSlice(((long) (i + x) * c + hd) * 4, (long) d * 4);
+                MemorySegment row = q.asSlice((base + (i + x) * stride) * 4, (long) d * 4);
                 for (int e = 0; e < d; e++) qp.setAtIndex(Tensor.F32, (long) e * NR + x, row.getAtIndex(Tensor.F32, e) * scale);
             }
             // Sᵀ: all keys against these queries, [keys][16]
@@ -1253,7 +1295,7 @@ public final class CpuBackend implements Backend {
         if (!packWeights || rows <= 0) { training.linearBackward(dx, accumulate, dy, x, rows, w, lora); return; }
         // dx (+)= dy·W is the forward GEMM over Wᵀ's panels (CpuTraining's row-axpy form read all
         // of W once per row: half of a training step's time; bench/README.md, "Training throughput")
-        gemm(dx.data, dy.data, rows, packedTransposed(w), null, null, false, accumulate);
+        gemm(dx.data, dy.data, rows, packedTransposed(w), null, null, false, accumulate, 0);
         training.loraBackward(dx, dy, x, rows, w, lora);
     }
 
