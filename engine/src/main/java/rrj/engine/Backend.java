@@ -71,6 +71,16 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * {@link #linearHeadMajor} of one input through several weights at once (a layer's query, key
+     * and value projections), without LoRA: weight j's heads follow weight j − 1's in y, so y is
+     * {@code [Σ_j out_j / headDim][rows][headDim]} — with three weights of C outputs, q, k and v
+     * head-major one after another. {@code bias[j]} may be null.
+     */
+    default void linearsHeadMajor(Tensor y, Tensor x, int rows, Tensor[] w, Tensor[] bias, int headDim) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no head-major layout");
+    }
+
+    /**
      * {@link #attention} with q, k, v head-major ({@code [heads][N][D]}, N = batch.tokens, as
      * {@link #linearHeadMajor} writes them); {@code out} is [N, C] as in {@link #attention}.
      */

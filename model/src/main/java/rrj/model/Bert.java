@@ -2,6 +2,7 @@ package rrj.model;
 
 import rrj.engine.Backend;
 import rrj.engine.Batch;
+import rrj.engine.DType;
 import rrj.engine.Lora;
 import rrj.engine.Tensor;
 
@@ -67,6 +68,9 @@ public final class Bert {
     private Tensor h;    // [N, C] hidden state, layer input and output
     private Tensor h1;   // [N, C] after attention + LayerNorm
     private Tensor q, k, v, ctx; // [N, C]
+    private Tensor qkv;  // head-major backends: q, k, v one after another, each [heads][N][D], in [3·capacity, C]
+    private int qkvRows = -1;
+    private Tensor qh, kh, vh; // qkv's three parts for a batch of qkvRows rows
     private Tensor tmp;  // [N, C] attention output dense / FFN output before the residual
     private Tensor ff;   // [N, F] FFN hidden after GELU
     private Tensor pooled; // [B ≤ N, C]
@@ -134,7 +138,8 @@ public final class Bert {
         int n = Math.max(tokens, 64);
         int C = config.hiddenSize(), F = config.intermediateSize();
         h = backend.allocate(n, C); h1 = backend.allocate(n, C);
-        q = backend.allocate(n, C); k = backend.allocate(n, C); v = backend.allocate(n, C);
+        if (headMajor) { qkv = backend.allocate(3L * n, C); qkvRows = -1; }
+        else { q = backend.allocate(n, C); k = backend.allocate(n, C); v = backend.allocate(n, C); }
         ctx = backend.allocate(n, C); tmp = backend.allocate(n, C);
         ff = backend.allocate(n, F);
         pooled = backend.allocate(n, C);
@@ -186,6 +191,13 @@ public final class Bert {
                 throw new IllegalArgumentException("token id " + ids[i] + " at position " + i + " is outside the vocabulary (" + c.vocabSize() + ")");
         }
         float eps = (float) c.layerNormEps();
+        if (headMajor && tr == null && qkvRows != n) { // q, k, v: consecutive parts of qkv for this batch's rows
+            long part = (long) n * c.hiddenSize() * 4;
+            qh = new Tensor(DType.F32, new long[]{n, c.hiddenSize()}, qkv.data.asSlice(0, part));
+            kh = new Tensor(DType.F32, new long[]{n, c.hiddenSize()}, qkv.data.asSlice(part, part));
+            vh = new Tensor(DType.F32, new long[]{n, c.hiddenSize()}, qkv.data.asSlice(2 * part, part));
+            qkvRows = n;
+        }
         // embeddings: word + position + token type (all 0: single-segment inputs), then LayerNorm
         Tensor x = tr == null ? h : tr.h[0];
         backend.embed(x, ids, positions, types, batch, W.wordEmb(), W.posEmb(), W.typeEmb(), W.embLnG(), W.embLnB(), eps);
@@ -194,14 +206,20 @@ public final class Bert {
             Layer L = W.layers()[l];
             Lora[] ad = lora == null ? null : lora[l];
             Tensor hIn = tr == null ? h : tr.h[l], hOut = tr == null ? h : tr.h[l + 1];
-            Tensor q = tr == null ? this.q : tr.q[l], k = tr == null ? this.k : tr.k[l], v = tr == null ? this.v : tr.v[l];
+            boolean hm = headMajor && tr == null;
+            Tensor q = hm ? qh : tr == null ? this.q : tr.q[l], k = hm ? kh : tr == null ? this.k : tr.k[l], v = hm ? vh : tr == null ? this.v : tr.v[l];
             Tensor ctx = tr == null ? this.ctx : tr.ctx[l], att = tr == null ? tmp : tr.att[l], h1 = tr == null ? this.h1 : tr.h1[l];
             Tensor ff = tr == null ? this.ff : tr.ff[l], ffOut = tr == null ? tmp : tr.ffOut[l];
             // self-attention: Q, K, V projections (LoRA targets "query", "key", "value")
-            if (headMajor && tr == null) { // q, k, v as [heads][N][D]: attention reads each head's rows as one run
-                backend.linearHeadMajor(q, hIn, n, L.wq(), L.bq(), at(ad, Target.QUERY), headDim);
-                backend.linearHeadMajor(k, hIn, n, L.wk(), L.bk(), at(ad, Target.KEY), headDim);
-                backend.linearHeadMajor(v, hIn, n, L.wv(), L.bv(), at(ad, Target.VALUE), headDim);
+            if (hm) { // q, k, v as [heads][N][D]: attention reads each head's rows as one run
+                Lora lq = at(ad, Target.QUERY), lk = at(ad, Target.KEY), lv = at(ad, Target.VALUE);
+                if (none(lq) && none(lk) && none(lv)) { // one GEMM for the three (x packed once)
+                    backend.linearsHeadMajor(qkv, hIn, n, new Tensor[]{L.wq(), L.wk(), L.wv()}, new Tensor[]{L.bq(), L.bk(), L.bv()}, headDim);
+                } else {
+                    backend.linearHeadMajor(q, hIn, n, L.wq(), L.bq(), lq, headDim);
+                    backend.linearHeadMajor(k, hIn, n, L.wk(), L.bk(), lk, headDim);
+                    backend.linearHeadMajor(v, hIn, n, L.wv(), L.bv(), lv, headDim);
+                }
                 backend.attentionHeadMajor(ctx, q, k, v, batch, c.numHeads());
             } else {
                 backend.linear(q, hIn, n, L.wq(), L.bq(), at(ad, Target.QUERY), false);
@@ -317,6 +335,8 @@ public final class Bert {
     }
 
     private static Lora at(Lora[] ad, Target t) { return ad == null ? null : ad[t.ordinal()]; }
+
+    private static boolean none(Lora l) { return l == null || l.count == 0; }
 
     /** Pools the last hidden state of {@link #forward} into [B, C] (valid until the next call). */
     public Tensor pool(Batch batch, Backend.Pooling mode, boolean normalize) {

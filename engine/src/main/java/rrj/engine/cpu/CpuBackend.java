@@ -312,6 +312,7 @@ public final class CpuBackend implements Backend {
         final MemorySegment[][] panelK; // [p][kb]: rows [kb·KC, +KC) of panel p, exact slices
         final int out, in, panels;
         Packed transposed; // Wᵀ's panels, for linear's backward (packed on its first use)
+        Fused fused;       // this weight's panels followed by others' (linearsHeadMajor), made on first use
 
         Packed(MemorySegment source, int out, int in) {
             this.source = source;
@@ -325,6 +326,55 @@ public final class CpuBackend implements Backend {
             for (int p = 0; p < panels; p++)
                 for (int b = 0; b < panelK[p].length; b++)
                     panelK[p][b] = panel[p].asSlice((long) b * KC * NR * 4, (long) Math.min(KC, in - b * KC) * NR * 4);
+        }
+
+        /** The panels of several weights of the same input width, one after another (no copy). */
+        Packed(Packed[] parts) {
+            this.source = null;
+            this.data = null;
+            this.in = parts[0].in;
+            int o = 0, n = 0;
+            for (Packed p : parts) { o += p.out; n += p.panels; }
+            this.out = o;
+            this.panels = n;
+            this.panel = new MemorySegment[n];
+            this.panelK = new MemorySegment[n][];
+            int i = 0;
+            for (Packed p : parts)
+                for (int q = 0; q < p.panels; q++, i++) { panel[i] = p.panel[q]; panelK[i] = p.panelK[q]; }
+        }
+    }
+
+    /** Weights fused for {@link #linearsHeadMajor}: their panels in a row and their biases in one vector. */
+    static final class Fused {
+        final Packed[] parts;
+        final MemorySegment[] biasSources; // identity of the bias tensors' data (null: none)
+        final Packed packed;
+        final MemorySegment bias;          // null when no part has one
+
+        Fused(Packed[] parts, Tensor[] bias) {
+            this.parts = parts;
+            this.packed = new Packed(parts);
+            this.biasSources = new MemorySegment[parts.length];
+            boolean any = false;
+            for (int j = 0; j < parts.length; j++) {
+                biasSources[j] = bias[j] == null ? null : bias[j].data;
+                any |= bias[j] != null;
+            }
+            if (!any) { this.bias = null; return; }
+            this.bias = Arena.ofAuto().allocate((long) packed.out * 4, 64);
+            long o = 0;
+            for (int j = 0; j < parts.length; j++) {
+                if (bias[j] != null) MemorySegment.copy(plain(bias[j].data), 0, this.bias, o * 4, (long) parts[j].out * 4);
+                o += parts[j].out;
+            }
+        }
+
+        boolean matches(Packed[] packed, Tensor[] bias) {
+            if (packed.length != parts.length) return false;
+            for (int j = 0; j < parts.length; j++)
+                if (packed[j] != parts[j] || biasSources[j] != (bias[j] == null ? null : bias[j].data)) return false;
+            return true;
         }
     }
 
@@ -366,6 +416,41 @@ public final class CpuBackend implements Backend {
         if (w.dim(0) % headDim != 0) throw new IllegalArgumentException("linear weight " + w + " has no whole heads of " + headDim);
         linear(y, x, rows, w, bias, lora, false, headDim);
     }
+
+    @Override
+    public void linearsHeadMajor(Tensor y, Tensor x, int rows, Tensor[] w, Tensor[] bias, int headDim) {
+        if (!supportsHeadMajor(headDim))
+            throw new UnsupportedOperationException("head-major output needs packed weights and a head size that is a multiple of " + NR + ", got " + headDim);
+        if (w.length == 0 || bias.length != w.length) throw new IllegalArgumentException(w.length + " weights and " + bias.length + " biases");
+        long out = 0;
+        for (int j = 0; j < w.length; j++) {
+            if (w[j].dim(0) % headDim != 0) throw new IllegalArgumentException("linear weight " + j + " " + w[j] + " has no whole heads of " + headDim);
+            if (w[j].dim(1) != w[0].dim(1)) throw new IllegalArgumentException("linear weights " + w[0] + " and " + w[j] + " read different input widths");
+            out += w[j].dim(0);
+        }
+        if (y.data.byteSize() < (long) rows * out * 4) throw new IllegalArgumentException("output " + y + " has no room for " + rows + " rows of " + out);
+        if (rows <= 0) return;
+        boolean packedAll = true;
+        for (Tensor t : w) packedAll &= t.device instanceof Packed p && p.source == t.data;
+        if (!packedAll && rows < COLD_ROWS && coldCalls > 0) { // cold: one linear each, into its part of y
+            long o = 0;
+            for (int j = 0; j < w.length; j++) {
+                long n = rows * w[j].dim(0);
+                linear(new Tensor(DType.F32, new long[]{rows, w[j].dim(0)}, y.data.asSlice(o * 4, n * 4)), x, rows, w[j], bias[j], null, false, headDim);
+                o += n;
+            }
+            return;
+        }
+        Packed[] parts = fusedParts;
+        if (parts.length != w.length) parts = fusedParts = new Packed[w.length];
+        for (int j = 0; j < w.length; j++) parts[j] = packed(w[j]);
+        Fused f = parts[0].fused;
+        if (f == null || !f.matches(parts, bias)) f = parts[0].fused = new Fused(parts.clone(), bias);
+        gemm(y.data, x.data, rows, f.packed, f.bias, null, false, false, headDim);
+        Arrays.fill(parts, null);
+    }
+
+    private Packed[] fusedParts = new Packed[3];
 
     /** {@code headDim} > 0: y is written head-major, [out / headDim][rows][headDim]. */
     private void linear(Tensor y, Tensor x, int rows, Tensor w, Tensor bias, Lora lora, boolean gelu, int headDim) {

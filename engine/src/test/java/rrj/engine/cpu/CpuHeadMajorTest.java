@@ -92,6 +92,47 @@ class CpuHeadMajorTest {
     }
 
     @Test
+    void fusedProjectionsEqualOneLinearEach() {
+        Random r = new Random(13);
+        try (CpuBackend be = new CpuBackend(2); CpuBackend cold = new CpuBackend(2)) {
+            be.coldCalls = 0;
+            cold.coldCalls = Integer.MAX_VALUE;
+            int in = 96, d = 32;
+            int[] outs = {64, 32, 96}; // three weights of different head counts
+            Tensor[] w = new Tensor[3], b = new Tensor[3];
+            for (int j = 0; j < 3; j++) { w[j] = Tensor.of(rand(r, 0.1f, outs[j] * in), outs[j], in); b[j] = Tensor.of(rand(r, 0.5f, outs[j]), outs[j]); }
+            int total = 64 + 32 + 96;
+            for (int rows : new int[]{1, 7, 16, 40, 203})
+                for (CpuBackend e : rows < CpuBackend.COLD_ROWS ? new CpuBackend[]{be, cold} : new CpuBackend[]{be})
+                    for (int variant = 0; variant < 3; variant++) { // biases: all, none, the middle one missing
+                        Tensor[] we = new Tensor[3], bias = new Tensor[3];
+                        for (int j = 0; j < 3; j++) { we[j] = e.weight(w[j]); bias[j] = variant == 1 || (variant == 2 && j == 1) ? null : e.weight(b[j]); }
+                        Tensor x = put(e, rand(r, 1, rows * in), rows, in);
+                        float[] expect = new float[rows * total];
+                        int o = 0;
+                        for (int j = 0; j < 3; j++) {
+                            Tensor yj = e.allocate(rows, outs[j]);
+                            e.linearHeadMajor(yj, x, rows, we[j], bias[j], null, d);
+                            System.arraycopy(read(e, yj, rows * outs[j]), 0, expect, o, rows * outs[j]);
+                            o += rows * outs[j];
+                        }
+                        for (int again = 0; again < 2; again++) { // the second call reuses the fused panels
+                            Tensor y = e.allocate(rows, total);
+                            e.linearsHeadMajor(y, x, rows, we, bias, d);
+                            assertArrayEquals(bits(expect), bits(read(e, y, rows * total)), rows + " rows, variant " + variant + (e == cold ? " cold" : "") + " call " + again);
+                        }
+                    }
+            Tensor x = be.allocate(2, in);
+            Tensor[] mixed = {be.weight(w[0]), be.weight(Tensor.of(new float[32 * 64], 32, 64))};
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> be.linearsHeadMajor(be.allocate(2, 96), x, 2, mixed, new Tensor[2], d));
+            assertTrue(e.getMessage().contains("different input widths"), e.getMessage());
+            Tensor[] two = {be.weight(w[0]), be.weight(w[1])};
+            e = assertThrows(IllegalArgumentException.class, () -> be.linearsHeadMajor(be.allocate(2, 64), x, 2, two, new Tensor[2], d));
+            assertTrue(e.getMessage().contains("no room"), e.getMessage());
+        }
+    }
+
+    @Test
     void attentionHeadMajorMatchesRowLayoutAndReference() {
         Random r = new Random(11);
         ReferenceBackend ref = new ReferenceBackend();
