@@ -41,6 +41,10 @@ import java.util.Arrays;
  * {@code Sᵀ = K·Qᵀ} runs on the micro-kernel; the softmax over keys is element-wise down the
  * rows (vector {@link #exp}, no lane reductions); {@code Oᵀ = Vᵀ·Pᵀ} runs on the micro-kernel
  * again with P as it is, and 1/Σ is applied as Oᵀ is written back ({@link AttentionTask}).
+ * Inference hands it q, k, v head-major ([heads][N][D], {@link #linearHeadMajor}: the GEMM stores
+ * each tile at its head-major place), so each head's rows are one contiguous run; the three
+ * projections run as one GEMM over the three weights' panels when none has a LoRA segment
+ * ({@link #linearsHeadMajor}).
  *
  * <p><b>JIT shape.</b> C2 stops inlining when one compilation passes its node budget; a Vector
  * API call left out-of-line boxes its vectors and runs 10–50× slower. Hot vector code therefore
@@ -61,8 +65,8 @@ import java.util.Arrays;
  * Base weights are assumed frozen once used (the packed copy is not refreshed if the mapped
  * weight changes); LoRA A/B are read in place on every call, so they may change.
  *
- * <p>Not here: reduced-precision weights; fused QKV (Bert.forward issues Q, K, V as three
- * linears so that the LoRA targets stay separate).
+ * <p>Not here: reduced-precision weights (measured, bench/README.md); a fused QKV with LoRA
+ * (an adapted pass issues Q, K, V as three linears so that the LoRA targets stay separate).
  */
 public final class CpuBackend implements Backend {
     static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
