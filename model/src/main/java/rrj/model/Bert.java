@@ -81,7 +81,7 @@ public final class Bert {
         this.weights = weights;
         this.backend = backend;
         this.headDim = config.headDim();
-        this.headMajor = backend.supportsHeadMajor(headDim);
+        this.headMajor = backend != null && backend.supportsHeadMajor(headDim); // null: check() validates names and shapes only
     }
 
     /** Loads and checks every weight from a safetensors file, making each resident on the backend. */
