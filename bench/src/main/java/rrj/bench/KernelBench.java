@@ -18,6 +18,7 @@ import rrj.engine.Backends;
 import rrj.engine.Batch;
 import rrj.engine.Tensor;
 
+import java.util.List;
 import java.util.SplittableRandom;
 import java.util.concurrent.TimeUnit;
 
@@ -169,6 +170,9 @@ public class KernelBench {
         public String backend;
         @Param({"2"})
         public int threads;
+        /** heads: q, k, v as [heads][N][D] (what inference uses where the backend offers it); rows: [N][heads·D]. */
+        @Param({"heads", "rows"})
+        public String layout;
 
         static final int HEADS = 12;
         Backend be;
@@ -178,6 +182,9 @@ public class KernelBench {
         @Setup(Level.Trial)
         public void setUp() {
             be = Backends.create(backend, threads);
+            if (!List.of("heads", "rows").contains(layout)) throw new IllegalArgumentException("layout must be heads or rows, got " + layout);
+            if (layout.equals("heads") && !be.supportsHeadMajor(headDim))
+                throw new IllegalArgumentException(backend + " has no head-major layout for head size " + headDim + " (use -p layout=rows)");
             int b = Shapes.attentionBatch(seqLen), n = b * seqLen, c = HEADS * headDim;
             int[] lens = new int[b];
             java.util.Arrays.fill(lens, seqLen);
@@ -194,7 +201,8 @@ public class KernelBench {
 
         @Benchmark
         public Tensor attention() {
-            be.attention(out, q, k, v, batch, HEADS);
+            if (layout.equals("heads")) be.attentionHeadMajor(out, q, k, v, batch, HEADS);
+            else be.attention(out, q, k, v, batch, HEADS);
             return out;
         }
     }
