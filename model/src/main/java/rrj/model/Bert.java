@@ -192,10 +192,7 @@ public final class Bert {
         }
         float eps = (float) c.layerNormEps();
         if (headMajor && tr == null && qkvRows != n) { // q, k, v: consecutive parts of qkv for this batch's rows
-            long part = (long) n * c.hiddenSize() * 4;
-            qh = new Tensor(DType.F32, new long[]{n, c.hiddenSize()}, qkv.data.asSlice(0, part));
-            kh = new Tensor(DType.F32, new long[]{n, c.hiddenSize()}, qkv.data.asSlice(part, part));
-            vh = new Tensor(DType.F32, new long[]{n, c.hiddenSize()}, qkv.data.asSlice(2 * part, part));
+            qh = qkvPart(0, n); kh = qkvPart(1, n); vh = qkvPart(2, n);
             qkvRows = n;
         }
         // embeddings: word + position + token type (all 0: single-segment inputs), then LayerNorm
@@ -337,6 +334,12 @@ public final class Bert {
     private static Lora at(Lora[] ad, Target t) { return ad == null ? null : ad[t.ordinal()]; }
 
     private static boolean none(Lora l) { return l == null || l.count == 0; }
+
+    /** Part j (q, k, v) of {@link #qkv} for a batch of n rows: [n, C] floats at j·n·C. */
+    private Tensor qkvPart(int j, int n) {
+        long bytes = (long) n * config.hiddenSize() * 4;
+        return new Tensor(DType.F32, new long[]{n, config.hiddenSize()}, qkv.data.asSlice(j * bytes, bytes));
+    }
 
     /** Pools the last hidden state of {@link #forward} into [B, C] (valid until the next call). */
     public Tensor pool(Batch batch, Backend.Pooling mode, boolean normalize) {

@@ -413,18 +413,26 @@ public final class CpuBackend implements Backend {
     @Override
     public boolean supportsHeadMajor(int headDim) { return packWeights && headDim > 0 && headDim % NR == 0; }
 
+    private void requireHeadMajor(int headDim) {
+        if (!supportsHeadMajor(headDim))
+            throw new UnsupportedOperationException("the head-major layout needs packed weights and a head size that is a multiple of " + NR + ", got " + headDim);
+    }
+
+    /** Where element (row i, column o) of a [rows, out] output lives: row-major, or head-major when hd > 0. */
+    static long outputOffset(int i, int o, int rows, int out, int hd) {
+        return hd == 0 ? (long) i * out + o : ((long) (o / hd) * rows + i) * hd + o % hd;
+    }
+
     @Override
     public void linearHeadMajor(Tensor y, Tensor x, int rows, Tensor w, Tensor bias, Lora lora, int headDim) {
-        if (!supportsHeadMajor(headDim))
-            throw new UnsupportedOperationException("head-major output needs packed weights and a head size that is a multiple of " + NR + ", got " + headDim);
+        requireHeadMajor(headDim);
         if (w.dim(0) % headDim != 0) throw new IllegalArgumentException("linear weight " + w + " has no whole heads of " + headDim);
         linear(y, x, rows, w, bias, lora, false, headDim);
     }
 
     @Override
     public void linearsHeadMajor(Tensor y, Tensor x, int rows, Tensor[] w, Tensor[] bias, int headDim) {
-        if (!supportsHeadMajor(headDim))
-            throw new UnsupportedOperationException("head-major output needs packed weights and a head size that is a multiple of " + NR + ", got " + headDim);
+        requireHeadMajor(headDim);
         if (w.length == 0 || bias.length != w.length) throw new IllegalArgumentException(w.length + " weights and " + bias.length + " biases");
         long out = 0;
         for (int j = 0; j < w.length; j++) {
@@ -559,7 +567,7 @@ public final class CpuBackend implements Backend {
                         else for (int k = 0; k < r; k++) a += g.v[vo + k] * g.bt[bo + k * g.outPad];
                     }
                     if (gelu) a = c < vb ? geluLane(a) : CpuBackend.gelu(a);
-                    y.setAtIndex(Tensor.F32, hd == 0 ? (long) i * out + o : ((long) (o / hd) * rows + i) * hd + o % hd, a);
+                    y.setAtIndex(Tensor.F32, outputOffset(i, o, rows, out, hd), a);
                 }
             }
         }
@@ -811,8 +819,8 @@ public final class CpuBackend implements Backend {
             }
         }
 
-        /** Where y's (row i, column o) lives; o in a panel never crosses a head (hd is a multiple of NR). */
-        long yOff(int i, int o) { return hd == 0 ? (long) i * out + o : ((long) (o / hd) * rows + i) * hd + o % hd; }
+        /** Where y's (row i, column o) lives; a panel's columns never cross a head (hd is a multiple of NR). */
+        long yOff(int i, int o) { return outputOffset(i, o, rows, out, hd); }
 
         /** x rows of tiles [ta, tb) into xp[t][k·MR + r] (rows past {@code rows} are zero). */
         void packX(int ta, int tb) {
@@ -1054,9 +1062,7 @@ public final class CpuBackend implements Backend {
 
     @Override
     public void attentionHeadMajor(Tensor out, Tensor q, Tensor k, Tensor v, Batch batch, int heads) {
-        int d = (int) (q.numel() / q.dim(0)) / heads;
-        if (!supportsHeadMajor(d))
-            throw new UnsupportedOperationException("head-major attention needs a head size that is a multiple of " + NR + ", got " + d);
+        requireHeadMajor((int) (q.numel() / q.dim(0)) / heads);
         attention(out, q, k, v, batch, heads, true);
     }
 
