@@ -41,7 +41,10 @@ import java.util.zip.GZIPInputStream;
  * the same thread count, in one JVM, run alternately (ours, ORT, ORT, ours, …) so that both see
  * the same machine load. Prints per workload the median and the interquartile range of both,
  * the ratio ORT / ours (above 1: we are faster), sequences/s and useful GFLOP/s (FLOPs of the
- * real tokens; ORT's padding is not counted as work).
+ * real tokens; ORT's padding is not counted as work). Beside the ratio of the medians it gives
+ * the median and IQR of the paired ratios (ORT's time / ours in the same round, or the same
+ * corpus batch): the machine's speed drifts by tens of per cent over seconds to minutes, for
+ * both engines alike, and a pair run back to back sees the same state.
  *
  * <p>Workloads (all-MiniLM-L6-v2 by default, max 256 tokens):
  * <ul>
@@ -101,6 +104,14 @@ public final class BenchMain {
         double oursMs() { return oursTotal > 0 ? oursTotal : median(ours); }
         double ortMs() { return ortTotal > 0 ? ortTotal : median(ort); }
         double ratio() { return ortMs() / oursMs(); }
+
+        /** ORT / ours per round (fixed workloads, g) or per batch (corpus): both timed back to back. */
+        double[] paired() {
+            if (batchRatios != null) return batchRatios;
+            double[] r = new double[ours.length];
+            for (int i = 0; i < r.length; i++) r[i] = ort[i] / ours[i];
+            return r;
+        }
     }
 
     static int run(String[] argv) throws Exception {
@@ -489,7 +500,8 @@ public final class BenchMain {
     }
 
     static String row(Result r, int threads) {
-        return String.format(Locale.ROOT, "%s %-44s ours %9.2f ms  ORT %9.2f ms  ORT/ours %.2f", r.name(), r.what(), r.oursMs(), r.ortMs(), r.ratio());
+        return String.format(Locale.ROOT, "%s %-44s ours %9.2f ms  ORT %9.2f ms  ORT/ours %.2f (%s %.2f)", r.name(), r.what(), r.oursMs(), r.ortMs(), r.ratio(),
+                r.batchRatios() != null ? "per batch" : "paired", median(r.paired()));
     }
 
     static void print(List<Result> results) {
@@ -504,16 +516,17 @@ public final class BenchMain {
                 oursCol = String.format(Locale.ROOT, "%.2f [%.2f–%.2f]", r.oursMs(), pct(r.ours(), 25), pct(r.ours(), 75));
                 ortCol = String.format(Locale.ROOT, "%.2f [%.2f–%.2f]", r.ortMs(), pct(r.ort(), 25), pct(r.ort(), 75));
             }
-            String ratio = String.format(Locale.ROOT, "**%.2f**", r.ratio());
-            if (r.batchRatios() != null)
-                ratio += String.format(Locale.ROOT, " (per batch %.2f [%.2f–%.2f])", median(r.batchRatios()), pct(r.batchRatios(), 25), pct(r.batchRatios(), 75));
+            double[] paired = r.paired();
+            String ratio = String.format(Locale.ROOT, "**%.2f** (%s %.2f [%.2f–%.2f])", r.ratio(), r.batchRatios() != null ? "per batch" : "paired",
+                    median(paired), pct(paired, 25), pct(paired, 75));
             double seqOurs = r.sequences() / (r.oursMs() / 1e3), seqOrt = r.sequences() / (r.ortMs() / 1e3);
             if (r.name().equals("e")) seqOrt = 1 / (r.ortMs() / 1e3); // ORT's single pass of the same query
             System.out.printf(Locale.ROOT, "| %s: %s | %s | %s | %s | %.1f | %.1f | %.1f | %.1f |%n", r.name(), r.what(), oursCol, ortCol, ratio,
                     seqOurs, seqOrt, r.usefulFlops() / (r.oursMs() / 1e3) / 1e9,
                     (r.name().equals("e") ? r.usefulFlops() / 2 : r.usefulFlops()) / (r.ortMs() / 1e3) / 1e9);
         }
-        System.out.println("ratio > 1: ours is faster. GFLOP/s count the real tokens' FLOPs (ORT's padding is not work); e: ORT runs one unrouted pass.");
+        System.out.println("ratio > 1: ours is faster; in brackets the median [IQR] of the per-round (d: per-batch) ratios, both engines timed back to back."
+                + " GFLOP/s count the real tokens' FLOPs (ORT's padding is not work); e: ORT runs one unrouted pass.");
     }
 
     static void writeJson(Path file, List<Result> results, int threads, String ours) throws IOException {
@@ -525,6 +538,9 @@ public final class BenchMain {
             m.put("ours_ms", round(r.oursMs()));
             m.put("ort_ms", round(r.ortMs()));
             m.put("ratio", round(r.ratio()));
+            m.put("paired_ratio", round(median(r.paired())));
+            m.put("paired_ratio_p25", round(pct(r.paired(), 25)));
+            m.put("paired_ratio_p75", round(pct(r.paired(), 75)));
             m.put("ours_p25_ms", round(pct(r.ours(), 25)));
             m.put("ours_p75_ms", round(pct(r.ours(), 75)));
             m.put("ort_p25_ms", round(pct(r.ort(), 25)));
