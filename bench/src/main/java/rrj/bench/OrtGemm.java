@@ -17,8 +17,9 @@ import java.util.Map;
  * ONNX graph {@code Y = MatMul(X[M, K], W[K, N]) + b} with W and b as initializers (ORT prepacks
  * a constant B once, as our backend packs W), written here with a minimal protobuf encoder.
  * Y is a pinned output: ORT writes into one direct buffer allocated here, as our linear writes
- * into a y the caller allocated. (Without it ORT allocated a fresh Y on every run; at 4,096 ×
- * 384 → 1,536 that cost it up to 13 % — measured 2026-11-27, one JVM, alternating.)
+ * into a y the caller allocated. (Before, ORT allocated a fresh Y on every run and the Java side
+ * copied all of it out with {@code getFloatBuffer()}, inside the timed call; at 4,096 × 384 →
+ * 1,536 that cost ORT's side 13 % — measured 2026-11-27, one JVM, alternating.)
  */
 final class OrtGemm implements AutoCloseable {
     final OrtEnvironment env = OrtEnvironment.getEnvironment();
