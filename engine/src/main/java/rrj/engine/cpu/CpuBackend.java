@@ -29,7 +29,8 @@ import java.util.Arrays;
  * reductions. Every tile and panel is its own exact {@link MemorySegment} slice indexed from 0,
  * which lets C2 drop the bounds checks from the loop. The threads split (row block × panel
  * group) chunks: with enough rows, row blocks whose x tiles stay in L2 while the panels stream
- * past (each chunk packs its own tiles); with few rows (a query), groups of panels. K beyond
+ * past (each chunk packs its block's tiles); with few rows (a query), groups of panels (each
+ * thread packs all of x once per call). Tiles are per thread, never shared between cores. K beyond
  * {@link #KC} is summed in blocks. The bias joins the accumulators before the first store;
  * GELU and the LoRA expand run on the 6×NR tile right after, while it is in L1. The mapped
  * [out, in] weight stays the source of truth; the dot form that reads it in place (3×4 tile
@@ -112,6 +113,9 @@ public final class CpuBackend implements Backend {
         this.packWeights = packWeights;
         gemmTask.edge = new MemorySegment[threads];
         for (int i = 0; i < threads; i++) gemmTask.edge[i] = arena.allocate((long) MR * NR * 4, 64);
+        gemmTask.xCache = new XTiles[threads][4];
+        gemmTask.own = new XTiles[threads];
+        gemmTask.packedCall = new int[threads];
     }
 
     @Override public String name() { return "cpu"; }
@@ -383,8 +387,9 @@ public final class CpuBackend implements Backend {
     }
 
     /**
-     * Scratch for x packed in tiles of MR rows, k-major ({@code tile[t][k·MR + r] = x[t·MR + r, k]}),
-     * one per input width K (a BERT layer has two: C and F), each tile its own exact slice.
+     * Scratch for x packed in tiles of MR rows, k-major ({@code tile[t][k·MR + r] = x[(t0 + t)·MR + r, k]},
+     * t0 the first tile of the chunk's row block, 0 for a query), one per thread and input width K
+     * (a BERT layer has two: C and F), each tile its own exact slice.
      */
     static final class XTiles {
         final int in;
@@ -603,14 +608,13 @@ public final class CpuBackend implements Backend {
         g.tiles = (rows + MR - 1) / MR;
         g.hd = headDim;
         g.ld = headDim == 0 ? p.out : headDim;
-        XTiles xt = g.xTiles(g.in, g.tiles);
-        g.xp = xt.tile;
-        g.xk = xt.tileK;
         g.lora = ad;
         if (ad != null) g.prepareLora(ad);
         // Enough rows: chunks are row blocks (x tiles sized for L2, W panels stream past), and each
-        // chunk packs its own x tiles — one pool round trip. Few rows (a query): x is packed here
-        // (it is small) and the chunks split the panels.
+        // chunk packs its block's x tiles. Few rows (a query): the chunks split the panels, and each
+        // thread packs all of x, once per call. Either way into tiles of the thread's own: tiles
+        // written by one core and read (or next written) by the other cost a cross-core transfer
+        // per cache line (bench/README.md, "seventh session").
         int want = pool.threads() == 1 ? 1 : pool.threads() * 4;
         int groups;
         if (g.tiles >= want) {
@@ -621,16 +625,18 @@ public final class CpuBackend implements Backend {
         } else {
             g.blockTiles = g.tiles;
             g.packInChunk = false;
-            g.packX(0, g.tiles);
             groups = Math.min(g.panels, want);
         }
+        g.call++;
+        for (int wk = 0; wk < g.own.length; wk++) g.own[wk] = g.xTiles(g.in, g.blockTiles, wk);
         g.rowBlocks = (g.tiles + g.blockTiles - 1) / g.blockTiles;
         g.groupPanels = (g.panels + groups - 1) / groups;
         groups = (g.panels + g.groupPanels - 1) / g.groupPanels;
         pool.run(g, g.rowBlocks * groups);
+        Arrays.fill(g.own, null);
         g.y = g.x = g.bias = null;
-        g.w = g.xp = null;
-        g.wk = g.xk = null;
+        g.w = null;
+        g.wk = null;
         g.lora = null;
     }
 
@@ -699,9 +705,11 @@ public final class CpuBackend implements Backend {
         boolean accumulate;           // y += x·Wᵀ (no epilogue) instead of y = …
         MemorySegment y, x, bias;
         MemorySegment[] w;            // the packed panels of W, [in, NR] each
-        MemorySegment[] xp;           // x in tiles of MR rows, k-major, [in, MR] each
-        MemorySegment[][] wk, xk;     // the same per K block
-        final XTiles[] xCache = new XTiles[4];
+        MemorySegment[][] wk;         // the same per K block
+        XTiles[][] xCache = new XTiles[1][4]; // per worker: x tile scratch per input width
+        XTiles[] own = new XTiles[1];         // per worker: this call's x tiles (xCache's for its width)
+        int[] packedCall = new int[1];        // few rows: the call whose x the worker's tiles hold
+        int call;
         int rows, out, in, panels, tiles, blockTiles, rowBlocks, groupPanels;
         boolean gelu;
         int hd;                       // > 0: y head-major, [out / hd][rows][hd] (hd a multiple of NR)
@@ -718,15 +726,16 @@ public final class CpuBackend implements Backend {
         MemorySegment[] edge = new MemorySegment[0];
 
         /** The x tile scratch for width {@code in} with room for {@code tiles} tiles (grown, never shrunk). */
-        XTiles xTiles(int in, int tiles) {
+        XTiles xTiles(int in, int tiles, int worker) {
+            XTiles[] cache = xCache[worker];
             int slot = -1;
-            for (int i = 0; i < xCache.length; i++) {
-                if (xCache[i] != null && xCache[i].in == in) { slot = i; break; }
-                if (xCache[i] == null && slot < 0) slot = i;
+            for (int i = 0; i < cache.length; i++) {
+                if (cache[i] != null && cache[i].in == in) { slot = i; break; }
+                if (cache[i] == null && slot < 0) slot = i;
             }
             if (slot < 0) slot = 0; // more widths than slots: replace the first
-            XTiles c = xCache[slot];
-            if (c == null || c.in != in || c.tile.length < tiles) xCache[slot] = c = new XTiles(in, Math.max(tiles, c != null && c.in == in ? c.tile.length * 2 : 1));
+            XTiles c = cache[slot];
+            if (c == null || c.in != in || c.tile.length < tiles) cache[slot] = c = new XTiles(in, Math.max(tiles, c != null && c.in == in ? c.tile.length * 2 : 1));
             return c;
         }
 
@@ -768,7 +777,15 @@ public final class CpuBackend implements Backend {
         public void run(int chunk, int worker) {
             int rb = chunk % rowBlocks, pg = chunk / rowBlocks;
             int t0 = rb * blockTiles, t1 = Math.min(tiles, t0 + blockTiles);
-            if (packInChunk) packX(t0, t1);
+            XTiles mine = own[worker];
+            int xb; // the tile index of mine's first tile
+            if (packInChunk) { xb = t0; packX(mine.tile, t0, t1, t0); }
+            else {
+                if (packedCall[worker] != call) { packX(mine.tile, 0, tiles, 0); packedCall[worker] = call; }
+                xb = 0;
+            }
+            MemorySegment[] xp = mine.tile;
+            MemorySegment[][] xk = mine.tileK;
             int p0 = pg * groupPanels, p1 = Math.min(panels, p0 + groupPanels);
             MemorySegment e = edge[worker];
             // full tiles: K blocks outermost, so the block's x tiles (for this K range) stay in L2
@@ -785,10 +802,10 @@ public final class CpuBackend implements Backend {
                     for (int t = t0; t < tFull; t++) {
                         long off = yo + (long) t * MR * ld;
                         if (first) { // the bias joins the accumulators before the first store
-                            if (bias != null) kernel(xk[t][kb], wp, kl, y, off, ld, bias, o);
-                            else kernel(xk[t][kb], wp, kl, y, off, ld);
+                            if (bias != null) kernel(xk[t - xb][kb], wp, kl, y, off, ld, bias, o);
+                            else kernel(xk[t - xb][kb], wp, kl, y, off, ld);
                         } else { // a later K block: its partial sum into scratch, then added to y
-                            kernel(xk[t][kb], wp, kl, e, 0, NR);
+                            kernel(xk[t - xb][kb], wp, kl, e, 0, NR);
                             addTile(e, y, off, ld);
                         }
                         if (last) epilogue(y, off, ld, t * MR, MR, o, NR, false);
@@ -805,7 +822,7 @@ public final class CpuBackend implements Backend {
                     // all 6 rows even for a tail of fewer (its x rows are packed as zeros): a
                     // 4-row kernel for the tail of a 16-token query (6 + 6 + 4) made the whole
                     // pass 1.11× slower than this (A/B in one JVM, 21 rounds)
-                    kernel(xp[t], w[p], in, e, 0, NR);
+                    kernel(xp[t - xb], w[p], in, e, 0, NR);
                     for (int r = 0; r < n; r++) {
                         long src = (long) r * NR, dst = yOff(i + r, o);
                         if (accumulate) {
@@ -822,10 +839,10 @@ public final class CpuBackend implements Backend {
         /** Where y's (row i, column o) lives; a panel's columns never cross a head (hd is a multiple of NR). */
         long yOff(int i, int o) { return outputOffset(i, o, rows, out, hd); }
 
-        /** x rows of tiles [ta, tb) into xp[t][k·MR + r] (rows past {@code rows} are zero). */
-        void packX(int ta, int tb) {
+        /** x rows of tiles [ta, tb) into xp[t - base][k·MR + r] (rows past {@code rows} are zero). */
+        void packX(MemorySegment[] xp, int ta, int tb, int base) {
             for (int t = ta; t < tb; t++) {
-                MemorySegment tile = xp[t];
+                MemorySegment tile = xp[t - base];
                 for (int r = 0; r < MR; r++) {
                     int i = t * MR + r;
                     if (i < rows) {
