@@ -778,13 +778,9 @@ public final class CpuBackend implements Backend {
         public void run(int chunk, int worker) {
             int rb = chunk % rowBlocks, pg = chunk / rowBlocks;
             int t0 = rb * blockTiles, t1 = Math.min(tiles, t0 + blockTiles);
-            XTiles mine = own[worker];
-            int xb; // the tile index of mine's first tile
-            if (packInChunk) { xb = t0; packX(mine.tile, t0, t1, t0); }
-            else {
-                if (packedCall[worker] != call) { packX(mine.tile, 0, tiles, 0); packedCall[worker] = call; }
-                xb = 0;
-            }
+            XTiles mine = own[worker]; // its tile j holds x's tile t0 + j (t0 = 0 with few rows)
+            if (packInChunk) packX(mine.tile, t0, t1);
+            else if (packedCall[worker] != call) { packX(mine.tile, 0, tiles); packedCall[worker] = call; }
             MemorySegment[] xp = mine.tile;
             MemorySegment[][] xk = mine.tileK;
             int p0 = pg * groupPanels, p1 = Math.min(panels, p0 + groupPanels);
@@ -803,10 +799,10 @@ public final class CpuBackend implements Backend {
                     for (int t = t0; t < tFull; t++) {
                         long off = yo + (long) t * MR * ld;
                         if (first) { // the bias joins the accumulators before the first store
-                            if (bias != null) kernel(xk[t - xb][kb], wp, kl, y, off, ld, bias, o);
-                            else kernel(xk[t - xb][kb], wp, kl, y, off, ld);
+                            if (bias != null) kernel(xk[t - t0][kb], wp, kl, y, off, ld, bias, o);
+                            else kernel(xk[t - t0][kb], wp, kl, y, off, ld);
                         } else { // a later K block: its partial sum into scratch, then added to y
-                            kernel(xk[t - xb][kb], wp, kl, e, 0, NR);
+                            kernel(xk[t - t0][kb], wp, kl, e, 0, NR);
                             addTile(e, y, off, ld);
                         }
                         if (last) epilogue(y, off, ld, t * MR, MR, o, NR, false);
@@ -823,7 +819,7 @@ public final class CpuBackend implements Backend {
                     // all 6 rows even for a tail of fewer (its x rows are packed as zeros): a
                     // 4-row kernel for the tail of a 16-token query (6 + 6 + 4) made the whole
                     // pass 1.11× slower than this (A/B in one JVM, 21 rounds)
-                    kernel(xp[t - xb], w[p], in, e, 0, NR);
+                    kernel(xp[t - t0], w[p], in, e, 0, NR);
                     for (int r = 0; r < n; r++) {
                         long src = (long) r * NR, dst = yOff(i + r, o);
                         if (accumulate) {
@@ -840,10 +836,10 @@ public final class CpuBackend implements Backend {
         /** Where y's (row i, column o) lives; a panel's columns never cross a head (hd is a multiple of NR). */
         long yOff(int i, int o) { return outputOffset(i, o, rows, out, hd); }
 
-        /** x rows of tiles [ta, tb) into xp[t - base][k·MR + r] (rows past {@code rows} are zero). */
-        void packX(MemorySegment[] xp, int ta, int tb, int base) {
+        /** x rows of tiles [ta, tb) into xp[t - ta][k·MR + r] (rows past {@code rows} are zero). */
+        void packX(MemorySegment[] xp, int ta, int tb) {
             for (int t = ta; t < tb; t++) {
-                MemorySegment tile = xp[t - base];
+                MemorySegment tile = xp[t - ta];
                 for (int r = 0; r < MR; r++) {
                     int i = t * MR + r;
                     if (i < rows) {
