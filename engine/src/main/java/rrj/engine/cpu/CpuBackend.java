@@ -114,7 +114,6 @@ public final class CpuBackend implements Backend {
         gemmTask.edge = new MemorySegment[threads];
         for (int i = 0; i < threads; i++) gemmTask.edge[i] = arena.allocate((long) MR * NR * 4, 64);
         gemmTask.xCache = new XTiles[threads][4];
-        gemmTask.own = new XTiles[threads];
         gemmTask.packedCall = new int[threads];
     }
 
@@ -629,12 +628,10 @@ public final class CpuBackend implements Backend {
             groups = Math.min(g.panels, want);
         }
         g.call++;
-        for (int wk = 0; wk < g.own.length; wk++) g.own[wk] = g.xTiles(g.in, g.blockTiles, wk);
         g.rowBlocks = (g.tiles + g.blockTiles - 1) / g.blockTiles;
         g.groupPanels = (g.panels + groups - 1) / groups;
         groups = (g.panels + g.groupPanels - 1) / g.groupPanels;
         pool.run(g, g.rowBlocks * groups);
-        Arrays.fill(g.own, null);
         g.y = g.x = g.bias = null;
         g.w = null;
         g.wk = null;
@@ -707,8 +704,7 @@ public final class CpuBackend implements Backend {
         MemorySegment y, x, bias;
         MemorySegment[] w;            // the packed panels of W, [in, NR] each
         MemorySegment[][] wk;         // the same per K block
-        XTiles[][] xCache = new XTiles[1][4]; // per worker: x tile scratch per input width
-        XTiles[] own = new XTiles[1];         // per worker: this call's x tiles (xCache's for its width)
+        XTiles[][] xCache = new XTiles[1][4]; // per worker (only it touches its row): x tile scratch per input width
         int[] packedCall = new int[1];        // few rows: the call whose x the worker's tiles hold
         int call;
         int rows, out, in, panels, tiles, blockTiles, rowBlocks, groupPanels;
@@ -778,7 +774,7 @@ public final class CpuBackend implements Backend {
         public void run(int chunk, int worker) {
             int rb = chunk % rowBlocks, pg = chunk / rowBlocks;
             int t0 = rb * blockTiles, t1 = Math.min(tiles, t0 + blockTiles);
-            XTiles mine = own[worker]; // its tile j holds x's tile t0 + j (t0 = 0 with few rows)
+            XTiles mine = xTiles(in, blockTiles, worker); // its tile j holds x's tile t0 + j (t0 = 0 with few rows)
             if (packInChunk) packX(mine.tile, t0, t1);
             else if (packedCall[worker] != call) { packX(mine.tile, 0, tiles); packedCall[worker] = call; }
             MemorySegment[] xp = mine.tile;
